@@ -1,0 +1,72 @@
+"""Helpers shared by the command modules: dataset arguments, output, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+
+def add_dataset_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """A positional DATASET that robomimic users may also give as --dataset."""
+    parser.add_argument("dataset", nargs="?", help="path to the HDF5 dataset")
+    parser.add_argument("--dataset", dest="dataset_flag", help=argparse.SUPPRESS)
+    parser.set_defaults(_dataset_required=required)
+
+
+def dataset_path(args: argparse.Namespace) -> str:
+    """The dataset path from the positional argument or --dataset."""
+    from demoset.errors import DemosetError
+
+    path = getattr(args, "dataset_flag", None) or getattr(args, "dataset", None)
+    if not path:
+        raise DemosetError("no dataset given (demoset COMMAND DATASET, or --dataset DATASET)")
+    return path
+
+
+def add_filter_key_arg(parser: argparse.ArgumentParser, help_text: str = "use only the demos of this filter key") -> None:
+    parser.add_argument("--filter-key", "--filter_key", dest="filter_key", default=None, help=help_text)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value)
+
+
+def progress_bar(total: int | None, desc: str, unit: str = "it", disable: bool | None = None) -> tqdm:
+    """A tqdm bar on stderr, hidden when stderr is not a terminal unless forced."""
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr, dynamic_ncols=True)
+
+
+def progress_callback(bar: tqdm):
+    """A (done, total) callback for library functions that drives a tqdm bar."""
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,84 @@
+"""The `env_args` attribute: which environment made a dataset, parsed safely as JSON.
+
+robomimic's code reads the key `type` while its docs call it `env_type`; demoset writes
+`type` and accepts either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from demoset.errors import LayoutError
+from demoset.format.constants import ENV_TYPE_NAMES
+
+
+@dataclass
+class EnvMeta:
+    """Parsed `env_args`: environment name, robomimic env type (1/2/3) and its kwargs."""
+
+    env_name: str
+    env_type: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type_name(self) -> str:
+        return ENV_TYPE_NAMES.get(self.env_type, f"unknown ({self.env_type})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out.update({"env_name": self.env_name, "type": self.env_type, "env_kwargs": self.env_kwargs})
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False)
+
+
+def _as_text(raw: Any) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    if hasattr(raw, "item") and not isinstance(raw, str):
+        try:
+            raw = raw.item()
+        except (ValueError, TypeError):
+            pass
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        raise TypeError(f"expected text, found {type(raw).__name__}")
+    return raw
+
+
+def parse_env_args(raw: Any, path: str | None = None, h5path: str = "/data.attrs[env_args]") -> EnvMeta:
+    """Parse an `env_args` attribute value (JSON text) into an EnvMeta.
+
+    Raises LayoutError naming the file and attribute when it is not JSON or lacks a field.
+    """
+    try:
+        text = _as_text(raw)
+        data = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise LayoutError(f"env_args is not JSON ({exc})", path, h5path) from None
+    if not isinstance(data, dict):
+        raise LayoutError("env_args is not a JSON object", path, h5path)
+    return env_meta_from_dict(data, path, h5path)
+
+
+def env_meta_from_dict(data: dict, path: str | None = None, h5path: str = "/data.attrs[env_args]") -> EnvMeta:
+    """Build an EnvMeta from a dict with env_name, type (or env_type) and env_kwargs."""
+    missing = [k for k in ("env_name", "env_kwargs") if k not in data]
+    if "type" not in data and "env_type" not in data:
+        missing.append("type")
+    if missing:
+        raise LayoutError(f"env_args lacks {', '.join(missing)}", path, h5path)
+    env_type = data.get("type", data.get("env_type"))
+    if isinstance(env_type, bool) or not isinstance(env_type, int):
+        raise LayoutError(f"env_args type must be an integer, found {env_type!r}", path, h5path)
+    if not isinstance(data["env_kwargs"], dict):
+        raise LayoutError("env_args env_kwargs must be a JSON object", path, h5path)
+    if not isinstance(data["env_name"], str):
+        raise LayoutError("env_args env_name must be text", path, h5path)
+    extra = {k: v for k, v in data.items() if k not in ("env_name", "type", "env_type", "env_kwargs")}
+    return EnvMeta(data["env_name"], int(env_type), dict(data["env_kwargs"]), extra)

@@ -1,0 +1,127 @@
+"""Opening HDF5 files with errors people can act on, and refusing links out of the file.
+
+h5py's errors are long and cryptic ("unable to lock file, errno = 11"); these helpers turn
+them into one-line `DemosetError`s that name the file and say what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+import h5py
+
+from demoset.errors import FileAccessError, FileLockedError, UnsafeFileError
+
+LOCK_HINT = (
+    "another process has it open for writing (HDF5 file locking); wait for it to finish, "
+    "or read with swmr=True / --swmr to follow a file that a demoset writer is appending to"
+)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("unable" in text or "errno = 11" in text or "resource temporarily" in text)
+
+
+def translate_open_error(exc: BaseException, path: str | os.PathLike) -> FileAccessError:
+    """Map an exception from h5py.File(...) to a one-line FileAccessError."""
+    path = os.fspath(path)
+    text = str(exc)
+    if isinstance(exc, FileNotFoundError) or "No such file" in text or "errno = 2" in text:
+        return FileAccessError("no such file", path)
+    if isinstance(exc, IsADirectoryError) or os.path.isdir(path):
+        return FileAccessError("is a directory, not an HDF5 file", path)
+    if _is_lock_error(exc):
+        return FileLockedError(LOCK_HINT, path)
+    if isinstance(exc, PermissionError) or "Permission denied" in text or "errno = 13" in text:
+        return FileAccessError("permission denied", path)
+    if "signature" in text or "not an hdf5" in text.lower():
+        return FileAccessError("not an HDF5 file", path)
+    if "already open for write" in text or "h5clear" in text:
+        return FileAccessError(
+            "HDF5 marks this file as still open by a writer that did not close it; "
+            "if no writer runs, clear the flag with `h5clear -s FILE`",
+            path,
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return FileAccessError(f"cannot open as HDF5 ({first})", path)
+
+
+def open_h5(
+    path: str | os.PathLike,
+    mode: str = "r",
+    swmr: bool = False,
+    lock_timeout: float = 0.0,
+    **kwargs,
+) -> h5py.File:
+    """Open an HDF5 file, retrying for `lock_timeout` seconds while a writer holds its lock.
+
+    Raises FileAccessError (or FileLockedError) with a one-line message.
+    """
+    path = os.fspath(path)
+    if mode == "r" and not os.path.exists(path):
+        raise FileAccessError("no such file", path)
+    if mode == "r" and os.path.isdir(path):
+        raise FileAccessError("is a directory, not an HDF5 file", path)
+    deadline = time.monotonic() + max(lock_timeout, 0.0)
+    delay = 0.01
+    while True:
+        try:
+            if mode == "r" and swmr:
+                return h5py.File(path, "r", swmr=True, **kwargs)
+            return h5py.File(path, mode, **kwargs)
+        except (OSError, ValueError) as exc:
+            err = translate_open_error(exc, path)
+            if isinstance(err, FileLockedError) and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
+            raise err from None
+
+
+def check_link_safe(group: h5py.Group, name: str, path: str) -> None:
+    """Refuse external links: following them would read (or create) files elsewhere."""
+    try:
+        link = group.get(name, getlink=True)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        return
+    if isinstance(link, h5py.ExternalLink):
+        h5path = f"{group.name.rstrip('/')}/{name}"
+        raise UnsafeFileError(
+            f"external link to {link.filename!r}:{link.path} refused (points outside the file)",
+            path,
+            h5path,
+        )
+
+
+def check_dataset_safe(dset: h5py.Dataset, path: str) -> None:
+    """Refuse virtual datasets whose sources lie in other files."""
+    try:
+        virtual = dset.is_virtual
+    except (OSError, RuntimeError, ValueError):
+        return
+    if not virtual:
+        return
+    for source in dset.virtual_sources():
+        if source.file_name not in (".", ""):
+            raise UnsafeFileError(
+                f"virtual dataset reads from {source.file_name!r}, refused (points outside the file)",
+                path,
+                dset.name,
+            )
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name the same file on disk."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def is_enospc(exc: BaseException) -> bool:
+    text = str(exc)
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "errno = 28" in text

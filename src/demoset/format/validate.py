@@ -1,0 +1,271 @@
+"""validate(path): everything that would make a dataset fail or mislead, with HDF5 paths.
+
+Errors are things robomimic (or demoset's loader) would crash on or silently get wrong;
+warnings are legal but suspicious (actions outside [-1, 1], an unfinished staged demo).
+Arrays are read one demo at a time, and images are checked by dtype and shape only, so
+a large image dataset validates without reading its frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import h5py
+import numpy as np
+
+from demoset.errors import DemosetError
+from demoset.format import constants as C
+from demoset.format.demofile import DemoFile, _attr_int
+from demoset.format.h5io import open_h5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: level "error" or "warning", where (HDF5 path) and what."""
+
+    level: str
+    h5path: str
+    message: str
+    code: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.h5path}: {self.message}"
+
+
+IMAGE_WORDS = ("image", "rgb")
+FLOAT_CHECK_MAX_BYTES = 256 * 1024 * 1024
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+
+    def error(self, h5path: str, message: str, code: str) -> None:
+        self.findings.append(Finding("error", h5path, message, code))
+
+    def warning(self, h5path: str, message: str, code: str) -> None:
+        self.findings.append(Finding("warning", h5path, message, code))
+
+
+def _looks_like_image_key(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1].lower()
+    return any(w in name for w in IMAGE_WORDS) and "depth" not in name
+
+
+def _check_finite(col: _Collector, dset: h5py.Dataset, path: str) -> None:
+    if dset.dtype.kind != "f" or dset.size == 0:
+        return
+    rows = max(1, FLOAT_CHECK_MAX_BYTES // max(1, dset.dtype.itemsize * int(np.prod(dset.shape[1:]) or 1)))
+    bad_nan = bad_inf = 0
+    for start in range(0, dset.shape[0], rows):
+        block = dset[start : start + rows]
+        bad_nan += int(np.isnan(block).sum())
+        bad_inf += int(np.isinf(block).sum())
+    if bad_nan or bad_inf:
+        col.error(dset.name, f"{bad_nan} NaN and {bad_inf} Inf values", "non_finite")
+
+
+def _check_demo(col: _Collector, df: DemoFile, demo: str) -> tuple[int, np.ndarray | None]:
+    """Check one demo; returns its length by num_samples (or actions) and its actions."""
+    grp_path = f"/data/{demo}"
+    grp = df.group(demo)
+    arrays = df.array_keys(demo)
+    lengths: dict[str, int] = {}
+    for key in arrays:
+        dset = df.dataset(demo, key)
+        if dset.ndim == 0:
+            col.error(dset.name, "is a scalar; every per-step array needs a time axis", "scalar_array")
+            continue
+        lengths[key] = int(dset.shape[0])
+    if C.ACTIONS not in arrays:
+        col.error(grp_path, "no 'actions' array", "missing_actions")
+    num_samples = None
+    if C.ATTR_NUM_SAMPLES not in grp.attrs:
+        col.error(grp_path, "no num_samples attribute", "missing_num_samples")
+    else:
+        num_samples = _attr_int(grp.attrs[C.ATTR_NUM_SAMPLES])
+        if num_samples is None or num_samples < 0:
+            col.error(grp_path, f"num_samples is not a non-negative integer: {grp.attrs[C.ATTR_NUM_SAMPLES]!r}", "bad_num_samples")
+            num_samples = None
+    reference = lengths.get(C.ACTIONS)
+    if num_samples is not None and reference is not None and num_samples != reference:
+        col.error(grp_path, f"num_samples is {num_samples} but actions has {reference} steps", "num_samples_mismatch")
+    expected = reference if reference is not None else num_samples
+    if expected is not None:
+        for key, n in lengths.items():
+            if key == C.STATES and n == 0:
+                continue  # empty states are allowed for non-simulator data
+            if n != expected:
+                col.error(f"{grp_path}/{key}", f"has {n} steps, other arrays of the demo have {expected}", "length_mismatch")
+
+    obs = {k[len(C.OBS) + 1 :]: v for k, v in arrays.items() if k.startswith(C.OBS + "/")}
+    nobs = {k[len(C.NEXT_OBS) + 1 :]: v for k, v in arrays.items() if k.startswith(C.NEXT_OBS + "/")}
+    if nobs:
+        if set(nobs) != set(obs):
+            only_obs = sorted(set(obs) - set(nobs))
+            only_next = sorted(set(nobs) - set(obs))
+            detail = []
+            if only_obs:
+                detail.append(f"missing in next_obs: {', '.join(only_obs)}")
+            if only_next:
+                detail.append(f"only in next_obs: {', '.join(only_next)}")
+            col.error(f"{grp_path}/next_obs", "next_obs keys differ from obs (" + "; ".join(detail) + ")", "next_obs_keys")
+        for key in sorted(set(nobs) & set(obs)):
+            if nobs[key].shape != obs[key].shape or nobs[key].dtype != obs[key].dtype:
+                col.error(
+                    f"{grp_path}/next_obs/{key}",
+                    f"{nobs[key].describe()} differs from obs/{key} {obs[key].describe()}",
+                    "next_obs_shape",
+                )
+
+    for key, info in arrays.items():
+        if not (key.startswith(C.OBS + "/") or key.startswith(C.NEXT_OBS + "/")):
+            continue
+        if _looks_like_image_key(key):
+            if info.dtype != np.uint8 or len(info.shape) != 3 or info.shape[-1] not in (1, 3, 4):
+                col.error(
+                    f"{grp_path}/{key}",
+                    f"image is {info.dtype} {(lengths.get(key, '?'), *info.shape)}; expected uint8 (N, H, W, C)",
+                    "image_format",
+                )
+
+    actions = None
+    for key, info in arrays.items():
+        dset = df.dataset(demo, key)
+        if dset.ndim == 0:
+            continue
+        if info.dtype.kind not in "biuf":
+            col.error(dset.name, f"dtype {info.dtype} is not numeric", "non_numeric")
+            continue
+        if info.dtype == np.uint8 and len(info.shape) == 3:
+            continue
+        _check_finite(col, dset, df.path)
+        if key == C.ACTIONS and dset.ndim == 2 and dset.size:
+            actions = dset[()]
+    return (expected if expected is not None else 0), actions
+
+
+def validate(path: str | os.PathLike, progress: Callable[[int, int], None] | None = None) -> list[Finding]:
+    """Check a dataset and return its findings (empty when it is clean).
+
+    Raises DemosetError only when the file cannot be opened at all; everything else,
+    including a missing data group, is a finding.
+    """
+    path = os.fspath(path)
+    col = _Collector()
+    h5 = open_h5(path, "r")
+    try:
+        if C.DATA_GROUP not in h5:
+            col.error("/data", "no 'data' group: not a robomimic-layout dataset", "no_data")
+            return col.findings
+        if C.STAGING_GROUP in h5 and len(h5[C.STAGING_GROUP]):
+            names = ", ".join(sorted(h5[C.STAGING_GROUP].keys()))
+            col.warning(
+                f"/{C.STAGING_GROUP}",
+                f"incomplete demo left by an interrupted writer ({names}); `demoset repair` drops it",
+                "incomplete_demo",
+            )
+    finally:
+        h5.close()
+
+    try:
+        df = DemoFile(path)
+    except DemosetError as exc:
+        col.error(exc.h5path or "/", exc.message, "unreadable")
+        return col.findings
+    with df:
+        _validate_open(col, df, progress)
+    return col.findings
+
+
+def _validate_open(col: _Collector, df: DemoFile, progress) -> None:
+    data_attrs = df.h5[C.DATA_GROUP].attrs
+    raw = df.is_raw_robosuite
+    if C.ATTR_ENV_ARGS not in data_attrs:
+        if raw:
+            col.error(
+                "/data",
+                "raw robosuite file (states and actions, no obs): run `demoset convert robosuite FILE` "
+                "then `demoset extract-obs` to add observations",
+                "raw_robosuite",
+            )
+        else:
+            col.error("/data", "no env_args attribute", "missing_env_args")
+    else:
+        try:
+            df.env_meta
+        except DemosetError as exc:
+            col.error("/data", f"attribute env_args: {exc.message}", "bad_env_args")
+        if raw and df.demos:
+            col.error(
+                f"/data/{df.demos[0]}",
+                "no obs group: run `demoset extract-obs` to add observations from the stored states",
+                "raw_robosuite",
+            )
+
+    total_seen = 0
+    lo = hi = None
+    worst = 0.0
+    demos = df.demos
+    if not demos:
+        col.warning("/data", "the file has no demos", "no_demos")
+    for i, demo in enumerate(demos):
+        try:
+            grp = df.group(demo)
+        except DemosetError as exc:
+            col.error(exc.h5path or f"/data/{demo}", exc.message, "bad_demo")
+            continue
+        try:
+            n, actions = _check_demo(col, df, demo)
+        except DemosetError as exc:
+            col.error(exc.h5path or grp.name, exc.message, "unreadable")
+            continue
+        except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+            col.error(grp.name, f"cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", "unreadable")
+            continue
+        total_seen += n
+        if actions is not None and actions.size and np.isfinite(actions).all():
+            a_lo, a_hi = float(actions.min()), float(actions.max())
+            lo = a_lo if lo is None else min(lo, a_lo)
+            hi = a_hi if hi is None else max(hi, a_hi)
+            if a_lo < -1.0 or a_hi > 1.0:
+                worst = max(worst, abs(a_lo), abs(a_hi))
+        if progress:
+            progress(i + 1, len(demos))
+    if worst > 1.0:
+        col.warning(
+            "/data/*/actions",
+            f"actions outside [-1, 1]: seen min {lo:.4g}, max {hi:.4g} (robomimic expects normalised actions)",
+            "actions_out_of_range",
+        )
+
+    if C.ATTR_TOTAL not in data_attrs:
+        if not raw:
+            col.error("/data", f"no total attribute (demos hold {total_seen} samples)", "missing_total")
+    else:
+        total = _attr_int(data_attrs[C.ATTR_TOTAL])
+        if total is None:
+            col.error("/data", f"total is not an integer: {data_attrs[C.ATTR_TOTAL]!r}", "bad_total")
+        elif total != total_seen:
+            col.error("/data", f"total is {total} but the demos hold {total_seen} samples", "total_mismatch")
+
+    demo_set = set(demos)
+    for key in df.filter_keys:
+        try:
+            names = df.filter_key_demos(key)
+        except DemosetError as exc:
+            col.error(f"/mask/{key}", exc.message, "bad_filter_key")
+            continue
+        missing = [d for d in names if d not in demo_set]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            col.error(f"/mask/{key}", f"names {len(missing)} demos that do not exist: {shown}", "filter_key_unknown_demo")
+        seen: set[str] = set()
+        dups = sorted({d for d in names if d in seen or seen.add(d)})
+        if dups:
+            col.error(f"/mask/{key}", f"names demos more than once: {', '.join(dups[:5])}", "filter_key_duplicate")

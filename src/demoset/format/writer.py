@@ -1,0 +1,409 @@
+"""DatasetWriter: create a robomimic-layout file and append demos to it safely.
+
+Safety rules, each checked by tests:
+- Shapes and lengths are checked before anything is written.
+- A demo is written under `/demoset_staging/` and moved under `/data/` only when all of its
+  arrays are on disk, then `data/total` is updated and the file flushed. A process killed
+  mid-demo leaves at most a staged demo that readers ignore and `demoset repair` drops.
+- `atomic=True` writes to a hidden temporary file beside the target and renames it into
+  place on `close()`: the output is complete under its final name or absent.
+- `swmr=True` (follow mode): HDF5's own SWMR mode cannot create groups, so the writer
+  instead opens the file for each demo and closes it afterwards, letting readers opened
+  with `open_dataset(path, swmr=True)` in between. A process-wide writer lock refuses a
+  second writer on the same file.
+
+Next observations: with `derive_next_obs=True`, `next_obs[t] = obs[t + 1]` and the last
+step's next observation is `final_obs` when given, else a repeat of the last observation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from demoset.errors import DemosetError, LayoutError, WriteError
+from demoset.format import constants as C
+from demoset.format.env_meta import EnvMeta, env_meta_from_dict
+from demoset.format.h5io import is_enospc, open_h5
+from demoset.format.locking import WriterLock
+
+IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
+
+
+def compression_kwargs(name: str | None, level: int | None = None) -> dict[str, Any]:
+    """h5py create_dataset keyword arguments for an image compression name."""
+    if name in (None, "none"):
+        return {}
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 4 if level is None else int(level)}
+    if name == "lzf":
+        return {"compression": "lzf"}
+    if name in ("lz4", "blosc"):
+        try:
+            import hdf5plugin
+        except ImportError as exc:  # pragma: no cover - hdf5plugin is a core dependency
+            raise WriteError(f"{name} compression needs hdf5plugin ({exc})") from None
+        if name == "lz4":
+            return dict(hdf5plugin.LZ4())
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5 if level is None else int(level)))
+    raise WriteError(f"unknown image compression {name!r} (choose from {', '.join(IMAGE_COMPRESSIONS)})")
+
+
+def derive_next_obs(obs: Mapping[str, np.ndarray], final_obs: Mapping[str, np.ndarray] | None = None) -> dict:
+    """next_obs[t] = obs[t+1]; the last step gets `final_obs[key]` or repeats obs[-1]."""
+    out = {}
+    for key, arr in obs.items():
+        arr = np.asarray(arr)
+        last = arr[-1:] if final_obs is None or key not in final_obs else np.asarray(final_obs[key])[None]
+        out[key] = np.concatenate([arr[1:], last.astype(arr.dtype, copy=False)], axis=0)
+    return out
+
+
+def _as_env_meta(env_meta: EnvMeta | Mapping | str | None) -> EnvMeta | None:
+    if env_meta is None or isinstance(env_meta, EnvMeta):
+        return env_meta
+    if isinstance(env_meta, str):
+        env_meta = json.loads(env_meta)
+    return env_meta_from_dict(dict(env_meta))
+
+
+class DatasetWriter:
+    """Writes demos into a robomimic-layout HDF5 file, one complete demo at a time.
+
+    mode "w" creates a new file (refusing an existing one unless `overwrite`), mode "a"
+    appends to an existing dataset, numbering new demos after the highest existing one.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        env_meta: EnvMeta | Mapping | str | None = None,
+        mode: str = "w",
+        overwrite: bool = False,
+        atomic: bool = False,
+        swmr: bool = False,
+        image_compression: str | None = None,
+        compression_level: int | None = None,
+        data_attrs: Mapping[str, Any] | None = None,
+    ):
+        if mode not in ("w", "a"):
+            raise ValueError("mode must be 'w' or 'a'")
+        if atomic and mode == "a":
+            raise ValueError("atomic=True writes a new file; it cannot be combined with mode='a'")
+        self.path = os.fspath(path)
+        self.env_meta = _as_env_meta(env_meta)
+        self.mode = mode
+        self.atomic = atomic
+        self.swmr = swmr
+        self.image_compression = image_compression
+        self._compression = compression_kwargs(image_compression, compression_level)
+        self._closed = False
+        self._h5: h5py.File | None = None
+        self._lock: WriterLock | None = None
+        self._total = 0
+        self._next_index = 0
+        self.demos: list[str] = []
+
+        if mode == "w" and os.path.exists(self.path) and not overwrite:
+            raise WriteError("file exists; pass overwrite=True (--overwrite) to replace it", self.path)
+        if mode == "a" and not os.path.exists(self.path):
+            raise WriteError("no such file to append to", self.path)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise WriteError(f"directory {directory} does not exist", self.path)
+
+        self._write_path = self.path
+        if atomic:
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=directory)
+            os.close(fd)
+            self._write_path = tmp
+        elif mode == "w" and not os.access(directory, os.W_OK):
+            raise WriteError(f"directory {directory} is not writable", self.path)
+
+        try:
+            self._start(data_attrs)
+        except BaseException:
+            self._abort()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+    def _open(self, mode: str) -> h5py.File:
+        try:
+            return open_h5(self._write_path, mode, lock_timeout=60.0 if self.swmr else 0.0)
+        except DemosetError as exc:
+            raise WriteError(exc.message, self.path) from None
+
+    def _start(self, data_attrs: Mapping[str, Any] | None) -> None:
+        if self.mode == "w":
+            try:
+                h5 = h5py.File(self._write_path, "w")
+            except OSError as exc:
+                raise self._write_error(exc) from None
+            data = h5.create_group(C.DATA_GROUP)
+            data.attrs[C.ATTR_TOTAL] = 0
+            if self.env_meta is not None:
+                data.attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
+            for key, value in (data_attrs or {}).items():
+                data.attrs[key] = value
+            h5.flush()
+        else:
+            h5 = self._open("r+")
+            if C.DATA_GROUP not in h5:
+                h5.close()
+                raise LayoutError("no 'data' group: not a robomimic-layout dataset", self.path, "/data")
+            data = h5[C.DATA_GROUP]
+            if self.env_meta is not None and C.ATTR_ENV_ARGS not in data.attrs:
+                data.attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
+            for key, value in (data_attrs or {}).items():
+                data.attrs[key] = value
+            existing = C.sorted_demos(data.keys())
+            self._total = int(sum(int(data[d].attrs.get(C.ATTR_NUM_SAMPLES, 0)) for d in existing))
+            numbers = [C.demo_sort_key(d)[2] for d in existing if C.demo_sort_key(d)[0] == 0]
+            self._next_index = (max(numbers) + 1) if numbers else 0
+        self._h5 = h5
+        if not self.atomic:
+            self._lock = WriterLock(self._write_path)
+            try:
+                self._lock.acquire()
+            except BaseException:
+                h5.close()
+                self._h5 = None
+                raise
+        if self.swmr:
+            h5.close()
+            self._h5 = None
+
+    def _write_error(self, exc: BaseException) -> WriteError:
+        if is_enospc(exc):
+            return WriteError("no space left on device; the original data is untouched", self.path)
+        if isinstance(exc, PermissionError) or "Permission denied" in str(exc) or "errno = 13" in str(exc):
+            return WriteError("permission denied (read-only place?)", self.path)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return WriteError(f"write failed ({first})", self.path)
+
+    def _abort(self) -> None:
+        if self._h5 is not None:
+            try:
+                self._h5.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._h5 = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self.atomic and os.path.exists(self._write_path):
+            os.unlink(self._write_path)
+        self._closed = True
+
+    def close(self) -> None:
+        """Finish the file; with atomic=True, move it into place under its final name."""
+        if self._closed:
+            return
+        try:
+            if self._h5 is not None:
+                self._h5.flush()
+                self._h5.close()
+                self._h5 = None
+            if self.atomic:
+                os.replace(self._write_path, self.path)
+        except OSError as exc:
+            self._abort()
+            raise self._write_error(exc) from None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+        self._closed = True
+
+    def abort(self) -> None:
+        """Give up: close, and with atomic=True remove the unfinished output."""
+        self._abort()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _check_lengths(n: int, arrays: Mapping[str, np.ndarray], where: str) -> None:
+        for key, arr in arrays.items():
+            if arr.ndim == 0 or arr.shape[0] != n:
+                got = "a scalar" if arr.ndim == 0 else f"length {arr.shape[0]}"
+                raise WriteError(f"{where}{key} has {got}, expected {n} steps (length of actions)")
+
+    def _prepare(
+        self,
+        actions,
+        obs,
+        next_obs,
+        rewards,
+        dones,
+        states,
+        action_dict,
+        derive_next,
+        final_obs,
+    ) -> dict[str, np.ndarray]:
+        actions = np.asarray(actions)
+        if actions.ndim == 1:
+            actions = actions[:, None]
+        if actions.ndim != 2:
+            raise WriteError(f"actions must be (N, A), got shape {actions.shape}")
+        n = actions.shape[0]
+        if n == 0:
+            raise WriteError("a demo needs at least one step")
+        arrays: dict[str, np.ndarray] = {C.ACTIONS: actions}
+        arrays[C.REWARDS] = np.zeros(n, dtype=np.float64) if rewards is None else np.asarray(rewards)
+        if dones is None:
+            dones = np.zeros(n, dtype=np.int64)
+            dones[-1] = 1
+        arrays[C.DONES] = np.asarray(dones)
+        for key in (C.REWARDS, C.DONES):
+            if arrays[key].ndim != 1:
+                raise WriteError(f"{key} must be (N,), got shape {arrays[key].shape}")
+        if states is not None:
+            states = np.asarray(states)
+            if states.size == 0:
+                states = np.zeros((n, 0), dtype=np.float64)
+            arrays[C.STATES] = states
+        self._check_lengths(n, {k: v for k, v in arrays.items()}, "")
+        obs = {k: np.asarray(v) for k, v in (obs or {}).items()}
+        self._check_lengths(n, obs, "obs/")
+        if derive_next:
+            if next_obs is not None:
+                raise WriteError("give next_obs or derive_next_obs=True, not both")
+            next_obs = derive_next_obs(obs, final_obs)
+        next_obs = {k: np.asarray(v) for k, v in (next_obs or {}).items()}
+        if next_obs:
+            if set(next_obs) != set(obs):
+                raise WriteError(
+                    f"next_obs keys {sorted(next_obs)} differ from obs keys {sorted(obs)}"
+                )
+            for key, arr in next_obs.items():
+                if arr.shape[1:] != obs[key].shape[1:]:
+                    raise WriteError(f"next_obs/{key} shape {arr.shape[1:]} differs from obs {obs[key].shape[1:]}")
+            self._check_lengths(n, next_obs, "next_obs/")
+        action_dict = {k: np.asarray(v) for k, v in (action_dict or {}).items()}
+        self._check_lengths(n, action_dict, "action_dict/")
+        for key, arr in obs.items():
+            arrays[f"{C.OBS}/{key}"] = arr
+        for key, arr in next_obs.items():
+            arrays[f"{C.NEXT_OBS}/{key}"] = arr
+        for key, arr in action_dict.items():
+            arrays[f"{C.ACTION_DICT}/{key}"] = arr
+        for key, arr in arrays.items():
+            if arr.dtype.kind not in "biuf":
+                raise WriteError(f"{key} has dtype {arr.dtype}; arrays must be numeric")
+        return arrays
+
+    def _create(self, grp: h5py.Group, key: str, arr: np.ndarray) -> None:
+        kwargs: dict[str, Any] = {}
+        if arr.dtype == np.uint8 and C.is_image_shape(arr.shape[1:], arr.dtype):
+            kwargs["chunks"] = (1, *arr.shape[1:])
+            kwargs.update(self._compression)
+        grp.create_dataset(key, data=arr, **kwargs)
+
+    # ------------------------------------------------------------------ writing
+    def add_demo(
+        self,
+        actions,
+        obs: Mapping[str, Any] | None = None,
+        next_obs: Mapping[str, Any] | None = None,
+        rewards=None,
+        dones=None,
+        states=None,
+        model_file: str | None = None,
+        action_dict: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        ep_meta: Mapping[str, Any] | str | None = None,
+        derive_next_obs: bool = False,
+        final_obs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Append one demo and return its name (`demo_<k>`).
+
+        rewards default to zeros and dones to 1 on the last step only. Nothing is written
+        when a check fails.
+        """
+        if self._closed:
+            raise WriteError("the writer is closed", self.path)
+        arrays = self._prepare(actions, obs, next_obs, rewards, dones, states, action_dict, derive_next_obs, final_obs)
+        n = int(arrays[C.ACTIONS].shape[0])
+        demo = name or C.demo_name(self._next_index)
+        h5 = self._h5 if self._h5 is not None else self._open("r+")
+        try:
+            if demo in h5[C.DATA_GROUP]:
+                raise WriteError(f"demo {demo} already exists", self.path, f"/data/{demo}")
+            staging = h5.require_group(C.STAGING_GROUP)
+            if demo in staging:
+                del staging[demo]
+            grp = staging.create_group(demo)
+            for key, arr in arrays.items():
+                self._create(grp, key, arr)
+            grp.attrs[C.ATTR_NUM_SAMPLES] = n
+            if model_file is not None:
+                grp.attrs[C.ATTR_MODEL_FILE] = model_file
+            if ep_meta is not None:
+                grp.attrs[C.ATTR_EP_META] = ep_meta if isinstance(ep_meta, str) else json.dumps(ep_meta)
+            for key, value in (attrs or {}).items():
+                grp.attrs[key] = value
+            h5.flush()
+            h5.move(f"/{C.STAGING_GROUP}/{demo}", f"/{C.DATA_GROUP}/{demo}")
+            del h5[C.STAGING_GROUP]
+            self._total += n
+            h5[C.DATA_GROUP].attrs[C.ATTR_TOTAL] = self._total
+            h5.flush()
+        except DemosetError:
+            raise
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        finally:
+            if self.swmr:
+                h5.close()
+        self.demos.append(demo)
+        if name is None:
+            self._next_index += 1
+        else:
+            key = C.demo_sort_key(name)
+            if key[0] == 0 and key[1] == "demo_":
+                self._next_index = max(self._next_index, key[2] + 1)
+        return demo
+
+    def set_filter_key(self, name: str, demos: list[str]) -> None:
+        """Write (or replace) filter key `mask/<name>` naming `demos`."""
+        h5 = self._h5 if self._h5 is not None else self._open("r+")
+        try:
+            mask = h5.require_group(C.MASK_GROUP)
+            if name in mask:
+                del mask[name]
+            mask.create_dataset(name, data=np.array([d.encode() for d in demos], dtype="S"))
+            h5.flush()
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        finally:
+            if self.swmr:
+                h5.close()
+
+    def set_env_meta(self, env_meta: EnvMeta | Mapping | str) -> None:
+        self.env_meta = _as_env_meta(env_meta)
+        h5 = self._h5 if self._h5 is not None else self._open("r+")
+        try:
+            h5[C.DATA_GROUP].attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
+            h5.flush()
+        finally:
+            if self.swmr:
+                h5.close()
