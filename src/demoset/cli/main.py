@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "demoset.cli.reliability_cmd",
     "demoset.cli.train_cmd",
     "demoset.cli.download_cmd",
+    "demoset.cli.export_cmd",
 ]
 
 
