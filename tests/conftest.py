@@ -17,7 +17,11 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 from demoset.format import DatasetWriter  # noqa: E402
 
-LIFT_ENV = {"env_name": "Lift", "type": 1, "env_kwargs": {"robots": ["Panda"], "has_renderer": False}}
+LIFT_ENV = {
+    "env_name": "Lift",
+    "type": 1,
+    "env_kwargs": {"robots": ["Panda"], "has_renderer": False},
+}
 
 
 def write_dataset(
@@ -43,12 +47,16 @@ def write_dataset(
     """
     rng = np.random.default_rng(seed)
     low_dim = {"robot0_eef_pos": 3, "object": 10} if low_dim is None else low_dim
-    with DatasetWriter(path, env_meta=env_meta or LIFT_ENV, image_compression=image_compression, overwrite=True) as w:
+    with DatasetWriter(
+        path, env_meta=env_meta or LIFT_ENV, image_compression=image_compression, overwrite=True
+    ) as w:
         for _ in range(n_demos):
             n = int(rng.integers(min_len, max_len + 1))
             obs = {k: rng.standard_normal((n, d)).astype(np.float32) for k, d in low_dim.items()}
             for cam in cameras:
-                obs[f"{cam}_image"] = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
+                obs[f"{cam}_image"] = rng.integers(
+                    0, 256, (n, image_size, image_size, 3), dtype=np.uint8
+                )
             ad = None
             if action_dict:
                 ad = {
@@ -91,9 +99,16 @@ def stub_torchvision() -> None:
     """
     if "torchvision" in sys.modules:
         return
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("torchvision is stubbed in demoset's tests")
+
     tv = types.ModuleType("torchvision")
     tv.transforms = types.ModuleType("torchvision.transforms")
+    tv.transforms.Lambda = tv.transforms.Compose = unavailable
+    tv.transforms.functional = types.ModuleType("torchvision.transforms.functional")
     tv.models = types.ModuleType("torchvision.models")
     sys.modules["torchvision"] = tv
     sys.modules["torchvision.transforms"] = tv.transforms
+    sys.modules["torchvision.transforms.functional"] = tv.transforms.functional
     sys.modules["torchvision.models"] = tv.models

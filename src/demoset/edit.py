@@ -33,14 +33,20 @@ class _AtomicOutput:
             raise WriteError("output exists; pass --overwrite to replace it", self.out)
         for src in sources:
             if os.path.exists(self.out) and same_file(src, self.out):
-                raise WriteError("output is one of the inputs; choose another output path", self.out)
+                raise WriteError(
+                    "output is one of the inputs; choose another output path", self.out
+                )
         directory = os.path.dirname(os.path.abspath(self.out))
         if not os.path.isdir(directory):
             raise WriteError(f"directory {directory} does not exist", self.out)
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.out)}.", suffix=".partial", dir=directory)
+            fd, self.tmp = tempfile.mkstemp(
+                prefix=f".{os.path.basename(self.out)}.", suffix=".partial", dir=directory
+            )
         except OSError as exc:
-            raise WriteError(f"cannot create the output ({exc.strerror or exc})", self.out) from None
+            raise WriteError(
+                f"cannot create the output ({exc.strerror or exc})", self.out
+            ) from None
         os.close(fd)
         self.h5: h5py.File | None = None
 
@@ -49,7 +55,9 @@ class _AtomicOutput:
             self.h5 = h5py.File(self.tmp, "w")
         except OSError as exc:
             os.unlink(self.tmp)
-            raise WriteError(f"cannot create the output ({str(exc).splitlines()[0]})", self.out) from None
+            raise WriteError(
+                f"cannot create the output ({str(exc).splitlines()[0]})", self.out
+            ) from None
         return self.h5
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -65,7 +73,11 @@ class _AtomicOutput:
             raise _write_error(err, self.out) from None
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
-        if exc_type is not None and issubclass(exc_type, OSError) and not issubclass(exc_type, DemosetError):
+        if (
+            exc_type is not None
+            and issubclass(exc_type, OSError)
+            and not issubclass(exc_type, DemosetError)
+        ):
             raise _write_error(exc, self.out) from None
         return False
 
@@ -172,8 +184,17 @@ def merge(
                     p,
                     "/data.attrs[env_args]",
                 )
-            if not allow_env_kwargs_mismatch and m is not None and ref is not None and m.env_kwargs != ref.env_kwargs:
-                diff = sorted(k for k in set(m.env_kwargs) | set(ref.env_kwargs) if m.env_kwargs.get(k) != ref.env_kwargs.get(k))
+            if (
+                not allow_env_kwargs_mismatch
+                and m is not None
+                and ref is not None
+                and m.env_kwargs != ref.env_kwargs
+            ):
+                diff = sorted(
+                    k
+                    for k in set(m.env_kwargs) | set(ref.env_kwargs)
+                    if m.env_kwargs.get(k) != ref.env_kwargs.get(k)
+                )
                 raise LayoutError(
                     f"env_kwargs differ from {paths[0]}'s ({', '.join(diff[:5])}); pass --allow-env-mismatch to keep the first file's",
                     p,
@@ -201,7 +222,9 @@ def merge(
                         progress(index, total_demos)
                 result[p] = list(renamed.values())
                 for key in f.filter_keys:
-                    merged_masks.setdefault(key, []).extend(renamed[m] for m in f.filter_key_demos(key) if m in renamed)
+                    merged_masks.setdefault(key, []).extend(
+                        renamed[m] for m in f.filter_key_demos(key) if m in renamed
+                    )
                 stem = Path(p).stem
                 stems[stem] = stems.get(stem, 0) + 1
                 label = stem if stems[stem] == 1 else f"{stem}_{stems[stem]}"

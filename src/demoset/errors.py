@@ -16,7 +16,9 @@ class DemosetError(Exception):
     `path` is the file concerned, `h5path` the object inside it (both optional).
     """
 
-    def __init__(self, message: str, path: str | os.PathLike | None = None, h5path: str | None = None):
+    def __init__(
+        self, message: str, path: str | os.PathLike | None = None, h5path: str | None = None
+    ):
         self.message = message
         self.path = os.fspath(path) if path is not None else None
         self.h5path = h5path

@@ -28,7 +28,9 @@ _VALID_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 def _check_name(name: str, path: str) -> None:
     if not name or not _VALID_NAME.match(name) or name.startswith("."):
         raise FilterKeyError(
-            f"invalid filter key name {name!r} (letters, digits, '_', '-', '.')", path, f"/mask/{name}"
+            f"invalid filter key name {name!r} (letters, digits, '_', '-', '.')",
+            path,
+            f"/mask/{name}",
         )
 
 
@@ -75,11 +77,17 @@ def create_filter_key(
         existing = df.filter_keys
     missing = [d for d in demos if d not in known]
     if missing:
-        raise DemoNotFoundError(f"no demo named {missing[0]!r} (asked for filter key {name!r})", path, f"/data/{missing[0]}")
+        raise DemoNotFoundError(
+            f"no demo named {missing[0]!r} (asked for filter key {name!r})",
+            path,
+            f"/data/{missing[0]}",
+        )
     if len(set(demos)) != len(demos):
         raise FilterKeyError("the same demo is named twice", path, f"/mask/{name}")
     if name in existing and not overwrite:
-        raise FilterKeyError(f"filter key {name!r} exists; pass overwrite to replace it", path, f"/mask/{name}")
+        raise FilterKeyError(
+            f"filter key {name!r} exists; pass overwrite to replace it", path, f"/mask/{name}"
+        )
     demos = list(demos)
     _edit(path, lambda h5: _write_key(h5, name, demos))
     return demos
@@ -107,7 +115,9 @@ def rename_filter_key(path: str | os.PathLike, old: str, new: str, overwrite: bo
     if old not in keys:
         raise FilterKeyError(f"no filter key {old!r}", path, f"/mask/{old}")
     if new in keys and not overwrite:
-        raise FilterKeyError(f"filter key {new!r} exists; pass overwrite to replace it", path, f"/mask/{new}")
+        raise FilterKeyError(
+            f"filter key {new!r} exists; pass overwrite to replace it", path, f"/mask/{new}"
+        )
 
     def action(h5: h5py.File) -> None:
         mask = h5[C.MASK_GROUP]

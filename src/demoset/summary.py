@@ -17,7 +17,7 @@ from demoset.format.demofile import DemoFile, open_dataset
 
 def _structure(df: DemoFile, demo: str) -> dict[str, Any]:
     arrays = {}
-    for key, info in df.array_keys(demo).items():
+    for key in df.array_keys(demo):
         dset = df.dataset(demo, key)
         arrays[key] = {"shape": list(dset.shape), "dtype": str(dset.dtype)}
     attrs = {}
@@ -25,7 +25,9 @@ def _structure(df: DemoFile, demo: str) -> dict[str, Any]:
         if isinstance(value, str):
             attrs[key] = f"<text, {len(value)} chars>" if len(value) > 80 else value
         elif isinstance(value, np.ndarray):
-            attrs[key] = value.tolist() if value.size <= 16 else f"<array {value.shape} {value.dtype}>"
+            attrs[key] = (
+                value.tolist() if value.size <= 16 else f"<array {value.shape} {value.dtype}>"
+            )
         elif isinstance(value, np.generic):
             attrs[key] = value.item()
         else:
@@ -33,7 +35,9 @@ def _structure(df: DemoFile, demo: str) -> dict[str, Any]:
     return {"arrays": arrays, "attrs": attrs}
 
 
-def summarize(path: str | os.PathLike, filter_key: str | None = None, verbose: bool = False) -> dict[str, Any]:
+def summarize(
+    path: str | os.PathLike, filter_key: str | None = None, verbose: bool = False
+) -> dict[str, Any]:
     """Summary of a dataset (or of one filter key's demos) as a JSON-ready dict.
 
     Keys: path, file_size, filter_key, num_demos, num_transitions, length (mean, std, min,
@@ -90,7 +94,9 @@ def summarize(path: str | os.PathLike, filter_key: str | None = None, verbose: b
             "action_dim": action_dim,
             "action_min": act_min.tolist() if act_min is not None else None,
             "action_max": act_max.tolist() if act_max is not None else None,
-            "actions_in_range": bool(act_min is None or (act_min.min() >= -1.0 and act_max.max() <= 1.0)),
+            "actions_in_range": bool(
+                act_min is None or (act_min.min() >= -1.0 and act_max.max() <= 1.0)
+            ),
             "total_attr": df.total,
             "env_meta": env_meta,
             "env_meta_error": env_error,

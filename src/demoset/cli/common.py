@@ -27,8 +27,12 @@ def dataset_path(args: argparse.Namespace) -> str:
     return path
 
 
-def add_filter_key_arg(parser: argparse.ArgumentParser, help_text: str = "use only the demos of this filter key") -> None:
-    parser.add_argument("--filter-key", "--filter_key", dest="filter_key", default=None, help=help_text)
+def add_filter_key_arg(
+    parser: argparse.ArgumentParser, help_text: str = "use only the demos of this filter key"
+) -> None:
+    parser.add_argument(
+        "--filter-key", "--filter_key", dest="filter_key", default=None, help=help_text
+    )
 
 
 def print_json(data: Any) -> None:
@@ -49,11 +53,15 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def progress_bar(total: int | None, desc: str, unit: str = "it", disable: bool | None = None) -> tqdm:
+def progress_bar(
+    total: int | None, desc: str, unit: str = "it", disable: bool | None = None
+) -> tqdm:
     """A tqdm bar on stderr, hidden when stderr is not a terminal unless forced."""
     if disable is None:
         disable = not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr, dynamic_ncols=True
+    )
 
 
 def progress_callback(bar: tqdm):

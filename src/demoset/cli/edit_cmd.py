@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from demoset.cli.common import add_dataset_arg, add_filter_key_arg, dataset_path, progress_bar, progress_callback
+from demoset.cli.common import (
+    add_dataset_arg,
+    add_filter_key_arg,
+    dataset_path,
+    progress_bar,
+    progress_callback,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,9 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "input's demos are listed under from_<file stem>.",
     )
     merge.add_argument("datasets", nargs="+", help="input datasets")
-    merge.add_argument("--out", "-o", required=True, help="output file (must not exist unless --overwrite)")
+    merge.add_argument(
+        "--out", "-o", required=True, help="output file (must not exist unless --overwrite)"
+    )
     merge.add_argument("--overwrite", action="store_true")
-    merge.add_argument("--allow-env-mismatch", action="store_true", help="allow differing env_kwargs (keeps the first file's)")
+    merge.add_argument(
+        "--allow-env-mismatch",
+        action="store_true",
+        help="allow differing env_kwargs (keeps the first file's)",
+    )
     merge.set_defaults(func=run_merge)
 
     sub_p = sub.add_parser(
@@ -30,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_filter_key_arg(sub_p, "copy the demos of this filter key")
     sub_p.add_argument("--demos", nargs="+", default=None, help="demo names to copy")
     sub_p.add_argument("--out", "-o", required=True)
-    sub_p.add_argument("--renumber", action="store_true", help="name the output demos demo_0, demo_1, ...")
+    sub_p.add_argument(
+        "--renumber", action="store_true", help="name the output demos demo_0, demo_1, ..."
+    )
     sub_p.add_argument("--overwrite", action="store_true")
     sub_p.set_defaults(func=run_subset)
 
@@ -39,7 +53,13 @@ def run_merge(args: argparse.Namespace) -> int:
     from demoset.edit import merge
 
     with progress_bar(None, "merge", unit="demo") as bar:
-        result = merge(args.datasets, args.out, overwrite=args.overwrite, allow_env_kwargs_mismatch=args.allow_env_mismatch, progress=progress_callback(bar))
+        result = merge(
+            args.datasets,
+            args.out,
+            overwrite=args.overwrite,
+            allow_env_kwargs_mismatch=args.allow_env_mismatch,
+            progress=progress_callback(bar),
+        )
     n = sum(len(v) for v in result.values())
     print(f"{args.out}: {n} demos from {len(result)} files")
     return 0
@@ -50,6 +70,14 @@ def run_subset(args: argparse.Namespace) -> int:
 
     path = dataset_path(args)
     with progress_bar(None, "subset", unit="demo") as bar:
-        demos = subset(path, args.out, demos=args.demos, filter_key=args.filter_key, renumber=args.renumber, overwrite=args.overwrite, progress=progress_callback(bar))
+        demos = subset(
+            path,
+            args.out,
+            demos=args.demos,
+            filter_key=args.filter_key,
+            renumber=args.renumber,
+            overwrite=args.overwrite,
+            progress=progress_callback(bar),
+        )
     print(f"{args.out}: {len(demos)} demos from {path}")
     return 0

@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_dataset_arg(info)
     add_filter_key_arg(info, "report on the demos of this filter key only")
-    info.add_argument("--verbose", "-v", action="store_true", help="list filter-key demos and every demo's structure")
+    info.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="list filter-key demos and every demo's structure",
+    )
     info.add_argument("--json", action="store_true", help="machine-readable JSON")
     info.set_defaults(func=run_info)
 
@@ -56,15 +61,24 @@ def _info_rows(s: dict) -> list[tuple[str, str]]:
     rows += [
         ("demos", str(s["num_demos"])),
         ("transitions", str(s["num_transitions"])),
-        ("length", f"mean {length['mean']:.1f}, std {length['std']:.1f}, min {length['min']}, max {length['max']}"),
+        (
+            "length",
+            f"mean {length['mean']:.1f}, std {length['std']:.1f}, min {length['min']}, max {length['max']}",
+        ),
         ("action dim", str(s["action_dim"])),
         ("action min", _fmt_range(s["action_min"])),
         ("action max", _fmt_range(s["action_max"])),
     ]
     if not s["actions_in_range"]:
         rows.append(("warning", "actions outside [-1, 1] (robomimic expects normalised actions)"))
-    if s["total_attr"] is not None and s["filter_key"] is None and s["total_attr"] != s["num_transitions"]:
-        rows.append(("warning", f"data/total says {s['total_attr']}, demos hold {s['num_transitions']}"))
+    if (
+        s["total_attr"] is not None
+        and s["filter_key"] is None
+        and s["total_attr"] != s["num_transitions"]
+    ):
+        rows.append(
+            ("warning", f"data/total says {s['total_attr']}, demos hold {s['num_transitions']}")
+        )
     if s["env_meta"] is not None:
         env = s["env_meta"]
         rows.append(("env", f"{env['env_name']} (type {env['type']})"))
@@ -72,7 +86,17 @@ def _info_rows(s: dict) -> list[tuple[str, str]]:
     elif s["env_meta_error"]:
         rows.append(("env", f"unreadable: {s['env_meta_error']}"))
     else:
-        rows.append(("env", "no env_args" + (" (raw robosuite file: run demoset convert robosuite)" if s["is_raw_robosuite"] else "")))
+        rows.append(
+            (
+                "env",
+                "no env_args"
+                + (
+                    " (raw robosuite file: run demoset convert robosuite)"
+                    if s["is_raw_robosuite"]
+                    else ""
+                ),
+            )
+        )
     fk = ", ".join(f"{k} ({n})" for k, n in s["filter_keys"].items()) or "none"
     rows.append(("filter keys", fk))
     return rows

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demoset {args.command}: error: {exc.one_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"demoset {args.command}: interrupted; nothing half-written was left under an output name", file=sys.stderr)
+        print(
+            f"demoset {args.command}: interrupted; nothing half-written was left under an output name",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)

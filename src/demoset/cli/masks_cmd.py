@@ -18,8 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "robomimic's split_train_val.py. Writes mask/train and mask/valid, or <key>_train/<key>_valid.",
     )
     add_dataset_arg(split)
-    add_filter_key_arg(split, "split the demos of this filter key (writes <key>_train / <key>_valid)")
-    split.add_argument("--ratio", type=float, default=0.1, help="fraction of demos for validation (default 0.1)")
+    add_filter_key_arg(
+        split, "split the demos of this filter key (writes <key>_train / <key>_valid)"
+    )
+    split.add_argument(
+        "--ratio", type=float, default=0.1, help="fraction of demos for validation (default 0.1)"
+    )
     split.add_argument("--seed", type=int, default=0, help="random seed (default 0, as robomimic)")
     split.add_argument("--json", action="store_true")
     split.set_defaults(func=run_split)
@@ -31,14 +35,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_dataset_arg(size)
     add_filter_key_arg(size, "choose from the demos of this filter key")
-    size.add_argument("--num-demos", "--num_demos", dest="num_demos", type=int, nargs="+", required=True, help="one or more sizes N")
-    size.add_argument("--random", action="store_true", help="random demos (seeded) instead of the first N")
+    size.add_argument(
+        "--num-demos",
+        "--num_demos",
+        dest="num_demos",
+        type=int,
+        nargs="+",
+        required=True,
+        help="one or more sizes N",
+    )
+    size.add_argument(
+        "--random", action="store_true", help="random demos (seeded) instead of the first N"
+    )
     size.add_argument("--seed", type=int, default=0)
     size.add_argument("--name", default=None, help="filter key name (only with one size)")
     size.add_argument("--json", action="store_true")
     size.set_defaults(func=run_filter_size)
 
-    mask = sub.add_parser("mask", help="list, create, delete or rename filter keys", description="Manage filter keys under mask/.")
+    mask = sub.add_parser(
+        "mask",
+        help="list, create, delete or rename filter keys",
+        description="Manage filter keys under mask/.",
+    )
     ops = mask.add_subparsers(dest="mask_command", metavar="ACTION")
     p = ops.add_parser("list", help="filter keys with their demo counts")
     add_dataset_arg(p)
@@ -73,7 +91,9 @@ def run_split(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         (tname, train), (vname, valid) = result.items()
-        print(f"{path}: {len(valid)} validation demos out of {len(train) + len(valid)}: wrote mask/{tname} ({len(train)}) and mask/{vname} ({len(valid)})")
+        print(
+            f"{path}: {len(valid)} validation demos out of {len(train) + len(valid)}: wrote mask/{tname} ({len(train)}) and mask/{vname} ({len(valid)})"
+        )
     return 0
 
 
@@ -87,7 +107,12 @@ def run_filter_size(args: argparse.Namespace) -> int:
     out = {}
     for n in args.num_demos:
         name, demos = filter_by_size(
-            path, n, mode="random" if args.random else "first", seed=args.seed, filter_key=args.filter_key, name=args.name
+            path,
+            n,
+            mode="random" if args.random else "first",
+            seed=args.seed,
+            filter_key=args.filter_key,
+            name=args.name,
         )
         out[name] = demos
     if args.json:

@@ -30,7 +30,11 @@ ATTR_EP_META = "ep_meta"
 ENV_TYPE_ROBOSUITE = 1
 ENV_TYPE_GYM = 2
 ENV_TYPE_IG_MOMART = 3
-ENV_TYPE_NAMES = {ENV_TYPE_ROBOSUITE: "robosuite", ENV_TYPE_GYM: "gym", ENV_TYPE_IG_MOMART: "ig_momart"}
+ENV_TYPE_NAMES = {
+    ENV_TYPE_ROBOSUITE: "robosuite",
+    ENV_TYPE_GYM: "gym",
+    ENV_TYPE_IG_MOMART: "ig_momart",
+}
 
 _DEMO_NUMBER = re.compile(r"(\d+)$")
 
@@ -45,7 +49,9 @@ def demo_sort_key(name: str) -> tuple:
 
 def sorted_demos(names) -> list[str]:
     """Demo names in numeric order."""
-    return sorted((n.decode() if isinstance(n, bytes) else str(n) for n in names), key=demo_sort_key)
+    return sorted(
+        (n.decode() if isinstance(n, bytes) else str(n) for n in names), key=demo_sort_key
+    )
 
 
 def demo_name(index: int) -> str:

@@ -18,6 +18,7 @@ from demoset.errors import DemoNotFoundError, FilterKeyError, LayoutError
 from demoset.format import constants as C
 from demoset.format.env_meta import EnvMeta, parse_env_args
 from demoset.format.h5io import check_dataset_safe, check_link_safe, open_h5
+from demoset.format.locking import CommitLock
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,22 @@ class DemoFile:
     def __init__(self, path: str | os.PathLike, swmr: bool = False, lock_timeout: float = 0.0):
         self.path = os.fspath(path)
         self.swmr = swmr
-        self.h5: h5py.File = open_h5(self.path, "r", swmr=swmr, lock_timeout=lock_timeout)
+        self.lock_timeout = lock_timeout
+        self.h5: h5py.File = (
+            self._open_following() if swmr else open_h5(self.path, "r", lock_timeout=lock_timeout)
+        )
         try:
             self._load_index()
         except BaseException:
             self.h5.close()
             raise
+
+    def _open_following(self) -> h5py.File:
+        """Open a file a follow-mode writer may be appending to (see format/locking.py)."""
+        if not os.path.exists(self.path):
+            return open_h5(self.path, "r")
+        with CommitLock(self.path).shared():
+            return open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
 
     # ------------------------------------------------------------------ index
     def _load_index(self) -> None:
@@ -101,8 +112,11 @@ class DemoFile:
                 self.h5.close()
             except Exception:  # noqa: BLE001 - closing a stale handle must not hide the reopen
                 pass
-            self.h5 = open_h5(self.path, "r", swmr=True, lock_timeout=30.0)
-        self._load_index()
+            with CommitLock(self.path).shared():
+                self.h5 = open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
+                self._load_index()
+        else:
+            self._load_index()
         return [d for d in self._demos if d not in before]
 
     # ------------------------------------------------------------------ context
@@ -142,10 +156,18 @@ class DemoFile:
     def num_samples(self, demo: str) -> int:
         """Length of a demo: its `num_samples` attribute, else the length of `actions`."""
         grp = self.group(demo)
-        value = _attr_int(grp.attrs.get(C.ATTR_NUM_SAMPLES)) if C.ATTR_NUM_SAMPLES in grp.attrs else None
+        value = (
+            _attr_int(grp.attrs.get(C.ATTR_NUM_SAMPLES))
+            if C.ATTR_NUM_SAMPLES in grp.attrs
+            else None
+        )
         if value is not None and value >= 0:
             return value
-        if C.ACTIONS in grp and isinstance(grp[C.ACTIONS], h5py.Dataset) and grp[C.ACTIONS].ndim >= 1:
+        if (
+            C.ACTIONS in grp
+            and isinstance(grp[C.ACTIONS], h5py.Dataset)
+            and grp[C.ACTIONS].ndim >= 1
+        ):
             return int(grp[C.ACTIONS].shape[0])
         raise LayoutError("demo has neither num_samples nor actions", self.path, f"/data/{demo}")
 
@@ -210,7 +232,9 @@ class DemoFile:
         """Demos named by filter key `key`, in stored order (raises FilterKeyError)."""
         if key not in self.filter_keys:
             known = ", ".join(self.filter_keys) or "none"
-            raise FilterKeyError(f"no filter key {key!r} (filter keys: {known})", self.path, f"/mask/{key}")
+            raise FilterKeyError(
+                f"no filter key {key!r} (filter keys: {known})", self.path, f"/mask/{key}"
+            )
         check_link_safe(self.h5[C.MASK_GROUP], key, self.path)
         dset = self.h5[C.MASK_GROUP][key]
         if not isinstance(dset, h5py.Dataset):
@@ -316,7 +340,9 @@ class DemoFile:
         check_dataset_safe(dset, self.path)
         return dset
 
-    def read(self, demo: str, key: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
+    def read(
+        self, demo: str, key: str, start: int | None = None, stop: int | None = None
+    ) -> np.ndarray:
         """Read `data/<demo>/<key>` (e.g. "actions", "obs/agentview_image"), optionally a slice."""
         dset = self.dataset(demo, key)
         try:
@@ -330,7 +356,9 @@ class DemoFile:
             raise LayoutError(f"cannot read array ({first})", self.path, dset.name) from None
 
 
-def open_dataset(path: str | os.PathLike, swmr: bool = False, lock_timeout: float | None = None) -> DemoFile:
+def open_dataset(
+    path: str | os.PathLike, swmr: bool = False, lock_timeout: float | None = None
+) -> DemoFile:
     """Open a robomimic-layout dataset read-only.
 
     With `swmr=True` the file may be growing: opening waits (up to `lock_timeout`, default

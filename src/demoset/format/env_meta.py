@@ -29,7 +29,9 @@ class EnvMeta:
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.extra)
-        out.update({"env_name": self.env_name, "type": self.env_type, "env_kwargs": self.env_kwargs})
+        out.update(
+            {"env_name": self.env_name, "type": self.env_type, "env_kwargs": self.env_kwargs}
+        )
         return out
 
     def to_json(self) -> str:
@@ -51,7 +53,9 @@ def _as_text(raw: Any) -> str:
     return raw
 
 
-def parse_env_args(raw: Any, path: str | None = None, h5path: str = "/data.attrs[env_args]") -> EnvMeta:
+def parse_env_args(
+    raw: Any, path: str | None = None, h5path: str = "/data.attrs[env_args]"
+) -> EnvMeta:
     """Parse an `env_args` attribute value (JSON text) into an EnvMeta.
 
     Raises LayoutError naming the file and attribute when it is not JSON or lacks a field.
@@ -66,7 +70,9 @@ def parse_env_args(raw: Any, path: str | None = None, h5path: str = "/data.attrs
     return env_meta_from_dict(data, path, h5path)
 
 
-def env_meta_from_dict(data: dict, path: str | None = None, h5path: str = "/data.attrs[env_args]") -> EnvMeta:
+def env_meta_from_dict(
+    data: dict, path: str | None = None, h5path: str = "/data.attrs[env_args]"
+) -> EnvMeta:
     """Build an EnvMeta from a dict with env_name, type (or env_type) and env_kwargs."""
     missing = [k for k in ("env_name", "env_kwargs") if k not in data]
     if "type" not in data and "env_type" not in data:
@@ -80,5 +86,7 @@ def env_meta_from_dict(data: dict, path: str | None = None, h5path: str = "/data
         raise LayoutError("env_args env_kwargs must be a JSON object", path, h5path)
     if not isinstance(data["env_name"], str):
         raise LayoutError("env_args env_name must be text", path, h5path)
-    extra = {k: v for k, v in data.items() if k not in ("env_name", "type", "env_type", "env_kwargs")}
+    extra = {
+        k: v for k, v in data.items() if k not in ("env_name", "type", "env_type", "env_kwargs")
+    }
     return EnvMeta(data["env_name"], int(env_type), dict(data["env_kwargs"]), extra)

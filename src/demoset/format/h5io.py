@@ -23,7 +23,9 @@ LOCK_HINT = (
 
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return "lock" in text and ("unable" in text or "errno = 11" in text or "resource temporarily" in text)
+    return "lock" in text and (
+        "unable" in text or "errno = 11" in text or "resource temporarily" in text
+    )
 
 
 def translate_open_error(exc: BaseException, path: str | os.PathLike) -> FileAccessError:
@@ -124,4 +126,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def is_enospc(exc: BaseException) -> bool:
     text = str(exc)
-    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "errno = 28" in text
+    return (
+        getattr(exc, "errno", None) == errno.ENOSPC
+        or "No space left" in text
+        or "errno = 28" in text
+    )

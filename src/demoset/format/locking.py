@@ -51,3 +51,45 @@ class WriterLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class CommitLock:
+    """Short locks around each commit of a follow-mode writer and each open of a reader.
+
+    The writer holds it exclusively while it adds one demo; readers hold it shared while
+    they open the file and read its index. Readers open the file without HDF5's own lock,
+    so a reader that keeps the file open does not block the writer, and it never sees a
+    half-written demo because committed demos are never changed afterwards.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        st = os.stat(self.path)
+        lock_dir = os.path.join(tempfile.gettempdir(), "demoset-locks")
+        os.makedirs(lock_dir, exist_ok=True)
+        self.lock_path = os.path.join(lock_dir, f"{st.st_dev}-{st.st_ino}.commit")
+        self._fd: int | None = None
+
+    def _lock(self, kind: int) -> CommitLock:
+        fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o666)
+        fcntl.flock(fd, kind)
+        self._fd = fd
+        return self
+
+    def exclusive(self) -> CommitLock:
+        return self._lock(fcntl.LOCK_EX)
+
+    def shared(self) -> CommitLock:
+        return self._lock(fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> CommitLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -60,7 +60,9 @@ def _looks_like_image_key(key: str) -> bool:
 def _check_finite(col: _Collector, dset: h5py.Dataset, path: str) -> None:
     if dset.dtype.kind != "f" or dset.size == 0:
         return
-    rows = max(1, FLOAT_CHECK_MAX_BYTES // max(1, dset.dtype.itemsize * int(np.prod(dset.shape[1:]) or 1)))
+    rows = max(
+        1, FLOAT_CHECK_MAX_BYTES // max(1, dset.dtype.itemsize * int(np.prod(dset.shape[1:]) or 1))
+    )
     bad_nan = bad_inf = 0
     for start in range(0, dset.shape[0], rows):
         block = dset[start : start + rows]
@@ -79,7 +81,9 @@ def _check_demo(col: _Collector, df: DemoFile, demo: str) -> tuple[int, np.ndarr
     for key in arrays:
         dset = df.dataset(demo, key)
         if dset.ndim == 0:
-            col.error(dset.name, "is a scalar; every per-step array needs a time axis", "scalar_array")
+            col.error(
+                dset.name, "is a scalar; every per-step array needs a time axis", "scalar_array"
+            )
             continue
         lengths[key] = int(dset.shape[0])
     if C.ACTIONS not in arrays:
@@ -90,21 +94,35 @@ def _check_demo(col: _Collector, df: DemoFile, demo: str) -> tuple[int, np.ndarr
     else:
         num_samples = _attr_int(grp.attrs[C.ATTR_NUM_SAMPLES])
         if num_samples is None or num_samples < 0:
-            col.error(grp_path, f"num_samples is not a non-negative integer: {grp.attrs[C.ATTR_NUM_SAMPLES]!r}", "bad_num_samples")
+            col.error(
+                grp_path,
+                f"num_samples is not a non-negative integer: {grp.attrs[C.ATTR_NUM_SAMPLES]!r}",
+                "bad_num_samples",
+            )
             num_samples = None
     reference = lengths.get(C.ACTIONS)
     if num_samples is not None and reference is not None and num_samples != reference:
-        col.error(grp_path, f"num_samples is {num_samples} but actions has {reference} steps", "num_samples_mismatch")
+        col.error(
+            grp_path,
+            f"num_samples is {num_samples} but actions has {reference} steps",
+            "num_samples_mismatch",
+        )
     expected = reference if reference is not None else num_samples
     if expected is not None:
         for key, n in lengths.items():
             if key == C.STATES and n == 0:
                 continue  # empty states are allowed for non-simulator data
             if n != expected:
-                col.error(f"{grp_path}/{key}", f"has {n} steps, other arrays of the demo have {expected}", "length_mismatch")
+                col.error(
+                    f"{grp_path}/{key}",
+                    f"has {n} steps, other arrays of the demo have {expected}",
+                    "length_mismatch",
+                )
 
     obs = {k[len(C.OBS) + 1 :]: v for k, v in arrays.items() if k.startswith(C.OBS + "/")}
-    nobs = {k[len(C.NEXT_OBS) + 1 :]: v for k, v in arrays.items() if k.startswith(C.NEXT_OBS + "/")}
+    nobs = {
+        k[len(C.NEXT_OBS) + 1 :]: v for k, v in arrays.items() if k.startswith(C.NEXT_OBS + "/")
+    }
     if nobs:
         if set(nobs) != set(obs):
             only_obs = sorted(set(obs) - set(nobs))
@@ -114,7 +132,11 @@ def _check_demo(col: _Collector, df: DemoFile, demo: str) -> tuple[int, np.ndarr
                 detail.append(f"missing in next_obs: {', '.join(only_obs)}")
             if only_next:
                 detail.append(f"only in next_obs: {', '.join(only_next)}")
-            col.error(f"{grp_path}/next_obs", "next_obs keys differ from obs (" + "; ".join(detail) + ")", "next_obs_keys")
+            col.error(
+                f"{grp_path}/next_obs",
+                "next_obs keys differ from obs (" + "; ".join(detail) + ")",
+                "next_obs_keys",
+            )
         for key in sorted(set(nobs) & set(obs)):
             if nobs[key].shape != obs[key].shape or nobs[key].dtype != obs[key].dtype:
                 col.error(
@@ -150,7 +172,9 @@ def _check_demo(col: _Collector, df: DemoFile, demo: str) -> tuple[int, np.ndarr
     return (expected if expected is not None else 0), actions
 
 
-def validate(path: str | os.PathLike, progress: Callable[[int, int], None] | None = None) -> list[Finding]:
+def validate(
+    path: str | os.PathLike, progress: Callable[[int, int], None] | None = None
+) -> list[Finding]:
     """Check a dataset and return its findings (empty when it is clean).
 
     Raises DemosetError only when the file cannot be opened at all; everything else,
@@ -198,7 +222,7 @@ def _validate_open(col: _Collector, df: DemoFile, progress) -> None:
             col.error("/data", "no env_args attribute", "missing_env_args")
     else:
         try:
-            df.env_meta
+            _ = df.env_meta  # parsing is the check
         except DemosetError as exc:
             col.error("/data", f"attribute env_args: {exc.message}", "bad_env_args")
         if raw and df.demos:
@@ -226,7 +250,11 @@ def _validate_open(col: _Collector, df: DemoFile, progress) -> None:
             col.error(exc.h5path or grp.name, exc.message, "unreadable")
             continue
         except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
-            col.error(grp.name, f"cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", "unreadable")
+            col.error(
+                grp.name,
+                f"cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                "unreadable",
+            )
             continue
         total_seen += n
         if actions is not None and actions.size and np.isfinite(actions).all():
@@ -246,13 +274,21 @@ def _validate_open(col: _Collector, df: DemoFile, progress) -> None:
 
     if C.ATTR_TOTAL not in data_attrs:
         if not raw:
-            col.error("/data", f"no total attribute (demos hold {total_seen} samples)", "missing_total")
+            col.error(
+                "/data", f"no total attribute (demos hold {total_seen} samples)", "missing_total"
+            )
     else:
         total = _attr_int(data_attrs[C.ATTR_TOTAL])
         if total is None:
-            col.error("/data", f"total is not an integer: {data_attrs[C.ATTR_TOTAL]!r}", "bad_total")
+            col.error(
+                "/data", f"total is not an integer: {data_attrs[C.ATTR_TOTAL]!r}", "bad_total"
+            )
         elif total != total_seen:
-            col.error("/data", f"total is {total} but the demos hold {total_seen} samples", "total_mismatch")
+            col.error(
+                "/data",
+                f"total is {total} but the demos hold {total_seen} samples",
+                "total_mismatch",
+            )
 
     demo_set = set(demos)
     for key in df.filter_keys:
@@ -264,8 +300,16 @@ def _validate_open(col: _Collector, df: DemoFile, progress) -> None:
         missing = [d for d in names if d not in demo_set]
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            col.error(f"/mask/{key}", f"names {len(missing)} demos that do not exist: {shown}", "filter_key_unknown_demo")
+            col.error(
+                f"/mask/{key}",
+                f"names {len(missing)} demos that do not exist: {shown}",
+                "filter_key_unknown_demo",
+            )
         seen: set[str] = set()
         dups = sorted({d for d in names if d in seen or seen.add(d)})
         if dups:
-            col.error(f"/mask/{key}", f"names demos more than once: {', '.join(dups[:5])}", "filter_key_duplicate")
+            col.error(
+                f"/mask/{key}",
+                f"names demos more than once: {', '.join(dups[:5])}",
+                "filter_key_duplicate",
+            )

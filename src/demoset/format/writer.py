@@ -31,7 +31,7 @@ from demoset.errors import DemosetError, LayoutError, WriteError
 from demoset.format import constants as C
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
 from demoset.format.h5io import is_enospc, open_h5
-from demoset.format.locking import WriterLock
+from demoset.format.locking import CommitLock, WriterLock
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
 
@@ -52,15 +52,23 @@ def compression_kwargs(name: str | None, level: int | None = None) -> dict[str, 
         if name == "lz4":
             return dict(hdf5plugin.LZ4())
         return dict(hdf5plugin.Blosc(cname="lz4", clevel=5 if level is None else int(level)))
-    raise WriteError(f"unknown image compression {name!r} (choose from {', '.join(IMAGE_COMPRESSIONS)})")
+    raise WriteError(
+        f"unknown image compression {name!r} (choose from {', '.join(IMAGE_COMPRESSIONS)})"
+    )
 
 
-def derive_next_obs(obs: Mapping[str, np.ndarray], final_obs: Mapping[str, np.ndarray] | None = None) -> dict:
+def derive_next_obs(
+    obs: Mapping[str, np.ndarray], final_obs: Mapping[str, np.ndarray] | None = None
+) -> dict:
     """next_obs[t] = obs[t+1]; the last step gets `final_obs[key]` or repeats obs[-1]."""
     out = {}
     for key, arr in obs.items():
         arr = np.asarray(arr)
-        last = arr[-1:] if final_obs is None or key not in final_obs else np.asarray(final_obs[key])[None]
+        last = (
+            arr[-1:]
+            if final_obs is None or key not in final_obs
+            else np.asarray(final_obs[key])[None]
+        )
         out[key] = np.concatenate([arr[1:], last.astype(arr.dtype, copy=False)], axis=0)
     return out
 
@@ -111,7 +119,9 @@ class DatasetWriter:
         self.demos: list[str] = []
 
         if mode == "w" and os.path.exists(self.path) and not overwrite:
-            raise WriteError("file exists; pass overwrite=True (--overwrite) to replace it", self.path)
+            raise WriteError(
+                "file exists; pass overwrite=True (--overwrite) to replace it", self.path
+            )
         if mode == "a" and not os.path.exists(self.path):
             raise WriteError("no such file to append to", self.path)
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -120,7 +130,9 @@ class DatasetWriter:
 
         self._write_path = self.path
         if atomic:
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=directory)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=directory
+            )
             os.close(fd)
             self._write_path = tmp
         elif mode == "w" and not os.access(directory, os.W_OK):
@@ -156,7 +168,9 @@ class DatasetWriter:
             h5 = self._open("r+")
             if C.DATA_GROUP not in h5:
                 h5.close()
-                raise LayoutError("no 'data' group: not a robomimic-layout dataset", self.path, "/data")
+                raise LayoutError(
+                    "no 'data' group: not a robomimic-layout dataset", self.path, "/data"
+                )
             data = h5[C.DATA_GROUP]
             if self.env_meta is not None and C.ATTR_ENV_ARGS not in data.attrs:
                 data.attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
@@ -182,7 +196,11 @@ class DatasetWriter:
     def _write_error(self, exc: BaseException) -> WriteError:
         if is_enospc(exc):
             return WriteError("no space left on device; the original data is untouched", self.path)
-        if isinstance(exc, PermissionError) or "Permission denied" in str(exc) or "errno = 13" in str(exc):
+        if (
+            isinstance(exc, PermissionError)
+            or "Permission denied" in str(exc)
+            or "errno = 13" in str(exc)
+        ):
             return WriteError("permission denied (read-only place?)", self.path)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return WriteError(f"write failed ({first})", self.path)
@@ -267,7 +285,9 @@ class DatasetWriter:
         if n == 0:
             raise WriteError("a demo needs at least one step")
         arrays: dict[str, np.ndarray] = {C.ACTIONS: actions}
-        arrays[C.REWARDS] = np.zeros(n, dtype=np.float64) if rewards is None else np.asarray(rewards)
+        arrays[C.REWARDS] = (
+            np.zeros(n, dtype=np.float64) if rewards is None else np.asarray(rewards)
+        )
         if dones is None:
             dones = np.zeros(n, dtype=np.int64)
             dones[-1] = 1
@@ -295,7 +315,9 @@ class DatasetWriter:
                 )
             for key, arr in next_obs.items():
                 if arr.shape[1:] != obs[key].shape[1:]:
-                    raise WriteError(f"next_obs/{key} shape {arr.shape[1:]} differs from obs {obs[key].shape[1:]}")
+                    raise WriteError(
+                        f"next_obs/{key} shape {arr.shape[1:]} differs from obs {obs[key].shape[1:]}"
+                    )
             self._check_lengths(n, next_obs, "next_obs/")
         action_dict = {k: np.asarray(v) for k, v in (action_dict or {}).items()}
         self._check_lengths(n, action_dict, "action_dict/")
@@ -341,9 +363,27 @@ class DatasetWriter:
         """
         if self._closed:
             raise WriteError("the writer is closed", self.path)
-        arrays = self._prepare(actions, obs, next_obs, rewards, dones, states, action_dict, derive_next_obs, final_obs)
+        arrays = self._prepare(
+            actions, obs, next_obs, rewards, dones, states, action_dict, derive_next_obs, final_obs
+        )
         n = int(arrays[C.ACTIONS].shape[0])
         demo = name or C.demo_name(self._next_index)
+        commit = CommitLock(self._write_path).exclusive() if self.swmr else None
+        try:
+            self._commit_demo(demo, arrays, n, model_file, ep_meta, attrs)
+        finally:
+            if commit is not None:
+                commit.release()
+        self.demos.append(demo)
+        if name is None:
+            self._next_index += 1
+        else:
+            key = C.demo_sort_key(name)
+            if key[0] == 0 and key[1] == "demo_":
+                self._next_index = max(self._next_index, key[2] + 1)
+        return demo
+
+    def _commit_demo(self, demo, arrays, n, model_file, ep_meta, attrs) -> None:
         h5 = self._h5 if self._h5 is not None else self._open("r+")
         try:
             if demo in h5[C.DATA_GROUP]:
@@ -358,7 +398,9 @@ class DatasetWriter:
             if model_file is not None:
                 grp.attrs[C.ATTR_MODEL_FILE] = model_file
             if ep_meta is not None:
-                grp.attrs[C.ATTR_EP_META] = ep_meta if isinstance(ep_meta, str) else json.dumps(ep_meta)
+                grp.attrs[C.ATTR_EP_META] = (
+                    ep_meta if isinstance(ep_meta, str) else json.dumps(ep_meta)
+                )
             for key, value in (attrs or {}).items():
                 grp.attrs[key] = value
             h5.flush()
@@ -374,17 +416,17 @@ class DatasetWriter:
         finally:
             if self.swmr:
                 h5.close()
-        self.demos.append(demo)
-        if name is None:
-            self._next_index += 1
-        else:
-            key = C.demo_sort_key(name)
-            if key[0] == 0 and key[1] == "demo_":
-                self._next_index = max(self._next_index, key[2] + 1)
-        return demo
 
     def set_filter_key(self, name: str, demos: list[str]) -> None:
         """Write (or replace) filter key `mask/<name>` naming `demos`."""
+        commit = CommitLock(self._write_path).exclusive() if self.swmr else None
+        try:
+            self._write_filter_key(name, demos)
+        finally:
+            if commit is not None:
+                commit.release()
+
+    def _write_filter_key(self, name: str, demos: list[str]) -> None:
         h5 = self._h5 if self._h5 is not None else self._open("r+")
         try:
             mask = h5.require_group(C.MASK_GROUP)

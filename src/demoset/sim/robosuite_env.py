@@ -1,0 +1,272 @@
+"""robosuite environments behind demoset's `Env` interface (robosuite 1.5, mujoco 3).
+
+Observation keys and conventions follow robomimic's robosuite wrapper so extracted
+datasets look like robomimic's: `object` (the task's object-state vector), every
+`robot0_*` observable except the concatenated proprio-state, `<camera>_image` flipped
+upright, and `<camera>_depth` converted from MuJoCo's normalised z-buffer to metres.
+
+Importing this module sets `MUJOCO_GL=osmesa` (unless already set) before mujoco loads,
+so off-screen rendering works on machines without a display or GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from demoset.errors import SimulationError
+from demoset.format import EnvMeta
+from demoset.format.constants import ENV_TYPE_ROBOSUITE
+from demoset.sim.base import Env
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+if os.environ["MUJOCO_GL"] in ("osmesa", "egl"):
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+# Keys demoset decides itself when it creates an environment; values stored in a dataset's
+# env_kwargs for them are replaced (robomimic does the same when it processes datasets).
+_MANAGED_KWARGS = (
+    "env_name",
+    "has_renderer",
+    "has_offscreen_renderer",
+    "use_camera_obs",
+    "camera_names",
+    "camera_heights",
+    "camera_widths",
+    "camera_depths",
+    "camera_height",
+    "camera_width",
+    "camera_name",
+    "camera_depth",
+    "render_gpu_device_id",
+)
+
+
+def import_robosuite():
+    """Import robosuite quietly (its import logs warnings about a missing macro file)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import robosuite
+    except ImportError as exc:
+        raise SimulationError(f"robosuite is not installed ({exc}); pip install 'demoset[sim]'") from None
+    finally:
+        logging.disable(previous)
+    logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+    return robosuite
+
+
+def _jsonable(value: Any) -> Any:
+    """env_kwargs as plain JSON types (numpy scalars and arrays become numbers and lists)."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _composite_controller(controller_configs: Any, robots: Any) -> Any:
+    """Controller configs stored by robosuite <= 1.4 (one arm part) made composite for 1.5."""
+    if not isinstance(controller_configs, dict):
+        return controller_configs
+    from robosuite.controllers.composite.composite_controller_factory import (
+        is_part_controller_config,
+        refactor_composite_controller_config,
+    )
+
+    if not is_part_controller_config(controller_configs):
+        return controller_configs
+    robot = robots[0] if isinstance(robots, (list, tuple)) and robots else robots
+    return refactor_composite_controller_config(controller_configs, str(robot), ["right"])
+
+
+class RobosuiteEnv(Env):
+    """A robosuite task created with robosuite.make and driven as robomimic drives it.
+
+    `camera_names` turns on camera observations (each observation then carries those
+    frames, with depth when `use_depth`); `render_offscreen` only allows `render()`.
+    Other keyword arguments go to robosuite.make (e.g. robots, controller_configs,
+    reward_shaping, horizon), as stored in a dataset's env_kwargs.
+    """
+
+    def __init__(
+        self,
+        env_name: str,
+        render_offscreen: bool = False,
+        camera_names: tuple[str, ...] | list[str] = (),
+        camera_height: int = 84,
+        camera_width: int = 84,
+        use_depth: bool = False,
+        **env_kwargs: Any,
+    ):
+        robosuite = import_robosuite()
+        self._env_name = env_name
+        self._camera_names = tuple(camera_names)
+        self._use_depth = bool(use_depth)
+        kwargs = {k: v for k, v in copy.deepcopy(env_kwargs).items() if k not in _MANAGED_KWARGS}
+        has_cameras = bool(self._camera_names)
+        kwargs.update(
+            has_renderer=False,
+            has_offscreen_renderer=bool(render_offscreen or has_cameras),
+            ignore_done=True,
+            use_object_obs=True,
+            use_camera_obs=has_cameras,
+            camera_depths=self._use_depth if has_cameras else False,
+        )
+        if has_cameras:
+            kwargs.update(
+                camera_names=list(self._camera_names),
+                camera_heights=int(camera_height),
+                camera_widths=int(camera_width),
+            )
+        if "controller_configs" in kwargs:
+            kwargs["controller_configs"] = _composite_controller(kwargs["controller_configs"], kwargs.get("robots"))
+        self._init_kwargs = kwargs
+        try:
+            self.env = robosuite.make(env_name, **copy.deepcopy(kwargs))
+        except Exception as exc:  # noqa: BLE001 - robosuite raises many kinds; all mean "cannot create"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SimulationError(f"cannot create robosuite environment {env_name!r}: {first}") from None
+        for name in self.env.observation_names:
+            if "joint_pos" in name or "eef_vel" in name:
+                self.env.modify_observable(observable_name=name, attribute="active", modifier=True)
+        self._state_size = self._flat_state_size()
+
+    # ------------------------------------------------------------------ helpers
+    def _flat_state_size(self) -> int:
+        model = self.env.sim.model
+        return 1 + int(model.nq) + int(model.nv)
+
+    def _robot_prefixes(self) -> tuple[str, ...]:
+        return tuple(robot.robot_model.naming_prefix for robot in self.env.robots)
+
+    def _convert(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:
+        from robosuite.utils.camera_utils import get_real_depth_map
+
+        out: dict[str, np.ndarray] = {}
+        prefixes = self._robot_prefixes()
+        for key, value in raw.items():
+            if key.endswith("_image"):
+                out[key] = np.ascontiguousarray(np.asarray(value)[::-1])
+            elif key.endswith("_depth"):
+                depth = np.asarray(value)[::-1]
+                if depth.ndim == 2:
+                    depth = depth[..., None]
+                depth = get_real_depth_map(self.env.sim, np.clip(depth, 0.0, 1.0))
+                out[key] = np.ascontiguousarray(depth, dtype=np.float32)
+        if "object-state" in raw:
+            out["object"] = np.array(raw["object-state"])
+        for key, value in raw.items():
+            if key in out or key.endswith("proprio-state"):
+                continue
+            if key.startswith(prefixes):
+                out[key] = np.array(value)
+        return out
+
+    # ------------------------------------------------------------------ Env API
+    def reset(self) -> dict[str, np.ndarray]:
+        return self._convert(self.env.reset())
+
+    def reset_to(self, state: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        if "model" in state and state["model"] is not None:
+            ep_meta = state.get("ep_meta")
+            if isinstance(ep_meta, (str, bytes)):
+                try:
+                    ep_meta = json.loads(ep_meta) if ep_meta else {}
+                except ValueError:
+                    raise SimulationError("ep_meta is not JSON") from None
+            if ep_meta and hasattr(self.env, "set_ep_meta"):
+                self.env.set_ep_meta(ep_meta)
+            self.env.reset()
+            try:
+                xml = self.env.edit_model_xml(state["model"])
+                self.env.reset_from_xml_string(xml)
+            except Exception as exc:  # noqa: BLE001 - a bad XML shows up as many exception kinds
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise SimulationError(f"cannot load the stored model XML: {first}") from None
+            self.env.sim.reset()
+            self._state_size = self._flat_state_size()
+        if "states" in state and state["states"] is not None:
+            flat = np.asarray(state["states"], dtype=np.float64).reshape(-1)
+            if flat.shape[0] != self._state_size:
+                raise SimulationError(
+                    f"a state has {flat.shape[0]} values but this {self._env_name} model needs "
+                    f"{self._state_size} (1 + nq + nv); was it recorded with another model?"
+                )
+            self.env.sim.set_state_from_flattened(flat)
+            self.env.sim.forward()
+            return self.get_observation()
+        return None
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict]:
+        raw, reward, _done, info = self.env.step(np.asarray(action, dtype=np.float64))
+        return self._convert(raw), float(reward), False, info
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "states": np.array(self.env.sim.get_state().flatten()),
+            "model": self.env.sim.model.get_xml(),
+        }
+
+    def get_observation(self) -> dict[str, np.ndarray]:
+        return self._convert(self.env._get_observations(force_update=True))
+
+    def render(self, camera_name: str, height: int, width: int, depth: bool = False) -> np.ndarray:
+        if getattr(self.env.sim, "_render_context_offscreen", None) is None:
+            raise SimulationError("rendering needs an environment made with render_offscreen=True")
+        try:
+            self.env.sim.model.camera_name2id(camera_name)
+        except Exception:  # noqa: BLE001
+            names = ", ".join(self.available_cameras())
+            raise SimulationError(f"no camera named {camera_name!r} (cameras: {names})") from None
+        result = self.env.sim.render(width=int(width), height=int(height), camera_name=camera_name, depth=depth)
+        if not depth:
+            return np.ascontiguousarray(result[::-1])
+        from robosuite.utils.camera_utils import get_real_depth_map
+
+        zbuf = np.asarray(result[1])[::-1]
+        metres = get_real_depth_map(self.env.sim, np.clip(zbuf, 0.0, 1.0))
+        return np.ascontiguousarray(metres[..., None], dtype=np.float32)
+
+    def available_cameras(self) -> list[str]:
+        model = self.env.sim.model
+        return [model.camera_id2name(i) for i in range(int(model.ncam))]
+
+    def is_success(self) -> bool:
+        success = self.env._check_success()
+        if isinstance(success, dict):
+            return bool(success.get("task", False))
+        return bool(success)
+
+    def get_reward(self) -> float:
+        return float(self.env.reward())
+
+    @property
+    def env_meta(self) -> EnvMeta:
+        import robosuite
+
+        return EnvMeta(
+            env_name=self._env_name,
+            env_type=ENV_TYPE_ROBOSUITE,
+            env_kwargs=_jsonable(self._init_kwargs),
+            extra={"env_version": robosuite.__version__},
+        )
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.env.action_spec[0].shape[0])
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return self._camera_names
+
+    @property
+    def use_depth(self) -> bool:
+        return self._use_depth
+
+    def close(self) -> None:
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001 - closing twice or after a failed reset is harmless
+            pass
