@@ -291,9 +291,8 @@ def action_histogram_figure(
             if near_bounds:
                 for b in bounds:
                     ax.axvline(b, color="#999999", lw=0.8, ls="--")
-            ax.set_yscale("log")
             ax.set_title(f"dim {j}", loc="left", fontweight="normal", color="#444444")
-        title = "Action values per dimension (log count)"
+        title = "Action values per dimension (steps per bin)"
         if shown < dims:
             title += f", first {shown} of {dims} dims"
         fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")

@@ -1,0 +1,160 @@
+"""Window arithmetic: which sequence windows a dataset has and which frames each one reads.
+
+All demos live back to back in flat per-key arrays; demo `d` holds the flat frames
+`starts[d] .. starts[d] + lengths[d] - 1`. A *sample* is one window of
+`T = frame_stack - 1 + seq_length` frames anchored at a step of a demo, with robomimic's
+rules:
+
+- A demo of length L gives `L - (frame_stack - 1 if not pad_frame_stack else 0)
+  - (seq_length - 1 if not pad_seq_length else 0)` windows (at least 1 when
+  pad_seq_length). The first anchor is step 0 with pad_frame_stack, else step
+  frame_stack - 1.
+- The window of anchor `a` covers steps `a - (frame_stack - 1) .. a + seq_length - 1`;
+  steps before 0 repeat step 0 and steps after L - 1 repeat step L - 1 (padding by
+  repeating the edge frame), which is the same as clipping the step into `[0, L - 1]`.
+- `pad_mask` is True where the step was inside the demo.
+- The goal of `goal_mode="last"` is step `L - 1 - (seq_length - 1 if not pad_seq_length else 0)`
+  of next_obs.
+
+Everything here is vectorised over a batch of sample indices; there is no per-sample loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from demoset.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The frames of a batch of windows, in flat and in per-demo coordinates.
+
+    flat:      (B, T) flat frame index of every window position, already clipped (padded).
+    demo:      (B,) position of each window's demo in the dataset's demo list.
+    begin/end: (B,) the steps [begin, end) of the demo the window really reads.
+    pad_front: (B,) how many leading positions repeat step `begin`.
+    valid:     (B, T) True where the position is a real step (robomimic's pad_mask).
+    goal:      (B,) flat frame index of the goal step (goal_mode="last").
+    goal_step: (B,) the same goal as a step of its demo.
+    """
+
+    flat: np.ndarray
+    demo: np.ndarray
+    begin: np.ndarray
+    end: np.ndarray
+    pad_front: np.ndarray
+    valid: np.ndarray
+    goal: np.ndarray
+    goal_step: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.flat.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.flat.shape[1])
+
+
+class WindowIndex:
+    """All windows of a dataset, as three small arrays instead of a dict per sample.
+
+    `sample_demo[i]` is the demo of sample i and `sample_first[i]` the flat frame index of
+    its first window position before clipping (it may lie before its demo's first frame).
+    """
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        frame_stack: int = 1,
+        seq_length: int = 1,
+        pad_frame_stack: bool = True,
+        pad_seq_length: bool = True,
+        demo_names: list[str] | None = None,
+    ):
+        if int(frame_stack) < 1:
+            raise ConfigError(f"frame_stack must be >= 1, got {frame_stack}")
+        if int(seq_length) < 1:
+            raise ConfigError(f"seq_length must be >= 1, got {seq_length}")
+        self.frame_stack = int(frame_stack)
+        self.seq_length = int(seq_length)
+        self.pad_frame_stack = bool(pad_frame_stack)
+        self.pad_seq_length = bool(pad_seq_length)
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        self.starts = np.zeros(len(self.lengths), dtype=np.int64)
+        if len(self.lengths):
+            np.cumsum(self.lengths[:-1], out=self.starts[1:])
+        self.total_frames = int(self.lengths.sum())
+
+        history = self.frame_stack - 1
+        first_anchor = 0 if self.pad_frame_stack else history
+        counts = self.lengths - first_anchor - (0 if self.pad_seq_length else self.seq_length - 1)
+        if self.pad_seq_length:
+            counts = np.maximum(counts, 1)
+        # every anchor must be a real step of its demo (robomimic asserts the same)
+        too_short = (counts < 1) | (first_anchor + counts - 1 > self.lengths - 1) | (self.lengths < 1)
+        if np.any(too_short):
+            d = int(np.flatnonzero(too_short)[0])
+            name = demo_names[d] if demo_names else f"demo at position {d}"
+            need = first_anchor + (1 if self.pad_seq_length else self.seq_length)
+            raise ConfigError(
+                f"{name} has {int(self.lengths[d])} steps but frame_stack={self.frame_stack}, "
+                f"seq_length={self.seq_length} with pad_frame_stack={self.pad_frame_stack}, "
+                f"pad_seq_length={self.pad_seq_length} need at least {need}; turn padding on "
+                "or leave short demos out with a filter key"
+            )
+        self.counts = counts.astype(np.int64)
+        self.sample_offsets = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=self.sample_offsets[1:])
+        n = int(self.sample_offsets[-1])
+        self.sample_demo = np.repeat(np.arange(len(self.counts), dtype=np.int32), self.counts)
+        step = np.arange(n, dtype=np.int64) - np.repeat(self.sample_offsets[:-1], self.counts)
+        self.sample_first = self.starts[self.sample_demo] + step + first_anchor - history
+        # last step of each demo a goal may come from
+        self.goal_steps = self.lengths - 1 - (0 if self.pad_seq_length else self.seq_length - 1)
+
+    def __len__(self) -> int:
+        return int(self.sample_offsets[-1])
+
+    @property
+    def window_length(self) -> int:
+        return self.frame_stack - 1 + self.seq_length
+
+    def check_indices(self, indices) -> np.ndarray:
+        """Sample indices as int64, negative ones counted from the end (IndexError if out of range)."""
+        ids = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if ids.size and (ids.min() < -n or ids.max() >= n):
+            bad = int(ids[(ids < -n) | (ids >= n)][0])
+            raise IndexError(f"sample index {bad} out of range for a dataset of {n} samples")
+        if ids.size and ids.min() < 0:
+            ids = np.where(ids < 0, ids + n, ids)
+        return ids
+
+    def windows(self, ids: np.ndarray) -> Windows:
+        """Frames of the windows of samples `ids` (already checked, int64)."""
+        demo = self.sample_demo[ids]
+        lo = self.starts[demo]
+        length = self.lengths[demo]
+        first = self.sample_first[ids]
+        steps = first[:, None] + np.arange(self.window_length, dtype=np.int64)[None, :]
+        hi = lo + length - 1
+        flat = np.clip(steps, lo[:, None], hi[:, None])
+        valid = steps == flat
+        local_first = first - lo
+        begin = np.maximum(local_first, 0)
+        end = np.minimum(local_first + self.window_length, length)
+        goal_step = self.goal_steps[demo]
+        return Windows(
+            flat=flat,
+            demo=demo,
+            begin=begin,
+            end=end,
+            pad_front=begin - local_first,
+            valid=valid,
+            goal=lo + goal_step,
+            goal_step=goal_step,
+        )
