@@ -20,7 +20,8 @@ import numpy as np
 from demoset.errors import DemoNotFoundError, FilterKeyError, WriteError
 from demoset.format import constants as C
 from demoset.format.demofile import open_dataset
-from demoset.format.h5io import is_enospc, open_h5
+from demoset.format.h5io import is_enospc
+from demoset.format.journal import edit_in_place
 
 _VALID_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -54,16 +55,14 @@ def _write_key(h5: h5py.File, name: str, demos: list[str]) -> None:
 
 
 def _edit(path: str, action) -> None:
-    h5 = open_h5(path, "r+")
+    # edit_in_place journals the edit: a kill at any moment leaves the old keys or the new.
     try:
-        action(h5)
-        h5.flush()
+        with edit_in_place(path) as h5:
+            action(h5)
     except OSError as exc:
         if is_enospc(exc):
             raise WriteError("no space left on device while editing filter keys", path) from None
         raise WriteError(f"editing filter keys failed ({str(exc).splitlines()[0]})", path) from None
-    finally:
-        h5.close()
 
 
 def create_filter_key(

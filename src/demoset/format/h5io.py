@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 
 from demoset.errors import FileAccessError, FileLockedError, UnsafeFileError
+from demoset.format.journal import Turnstile, recover_if_abandoned
 
 LOCK_HINT = (
     "another process has it open for writing (HDF5 file locking); wait for it to finish, "
@@ -52,6 +53,10 @@ def translate_open_error(exc: BaseException, path: str | os.PathLike) -> FileAcc
     return FileAccessError(f"cannot open as HDF5 ({first})", path)
 
 
+COMMIT_WAIT = 30.0
+"""Seconds a reader waits for a demoset writer's commit (milliseconds, usually) to end."""
+
+
 def open_h5(
     path: str | os.PathLike,
     mode: str = "r",
@@ -61,6 +66,8 @@ def open_h5(
 ) -> h5py.File:
     """Open an HDF5 file, retrying for `lock_timeout` seconds while a writer holds its lock.
 
+    Before opening, a commit that a killed demoset writer left half-copied is finished
+    (format/journal.py), and a reader waits while a live writer copies one into place.
     Raises FileAccessError (or FileLockedError) with a one-line message.
     """
     path = os.fspath(path)
@@ -68,9 +75,27 @@ def open_h5(
         raise FileAccessError("no such file", path)
     if mode == "r" and os.path.isdir(path):
         raise FileAccessError("is a directory, not an HDF5 file", path)
-    deadline = time.monotonic() + max(lock_timeout, 0.0)
+    if os.path.isfile(path):
+        try:
+            recover_if_abandoned(path)
+        except OSError as exc:
+            raise FileAccessError(
+                f"cannot finish a save a killed demoset writer left ({exc.strerror or exc})", path
+            ) from None
+    start = time.monotonic()
+    deadline = start + max(lock_timeout, 0.0)
+    gate_deadline = start + max(lock_timeout, COMMIT_WAIT)
     delay = 0.01
     while True:
+        gate = _pass_commit_gate(path)
+        if gate is False:
+            if time.monotonic() < gate_deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
+            raise FileLockedError(
+                f"a demoset writer has been saving a demo for {COMMIT_WAIT:.0f} s; try again", path
+            )
         try:
             if mode == "r" and swmr:
                 return h5py.File(path, "r", swmr=True, **kwargs)
@@ -82,6 +107,25 @@ def open_h5(
                 delay = min(delay * 2, 0.2)
                 continue
             raise err from None
+        finally:
+            if gate not in (True, False, None):
+                gate.release()
+                gate.close()
+
+
+def _pass_commit_gate(path: str):
+    """The commit gate held shared (a Turnstile), False while a commit runs, None if n/a."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        gate = Turnstile(path)
+        entered = gate.enter()
+    except OSError:
+        return None  # no lock directory: fall back to HDF5's own lock
+    if not entered:
+        gate.close()
+        return False
+    return gate
 
 
 def check_link_safe(group: h5py.Group, name: str, path: str) -> None:

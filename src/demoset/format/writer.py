@@ -1,16 +1,24 @@
 """DatasetWriter: create a robomimic-layout file and append demos to it safely.
 
-Safety rules, each checked by tests:
+Safety rules, each checked by tests (tests/test_crash_safety.py, test_disk_full.py,
+test_concurrency.py):
 - Shapes and lengths are checked before anything is written.
-- A demo is written under `/demoset_staging/` and moved under `/data/` only when all of its
-  arrays are on disk, then `data/total` is updated and the file flushed. A process killed
-  mid-demo leaves at most a staged demo that readers ignore and `demoset repair` drops.
+- Appending (mode "a", and mode "w" without `atomic`) writes through a `JournaledFile`
+  (format/journal.py): bytes HDF5 would change in place go to a journal first, and each
+  `add_demo` ends with one all-or-nothing commit. A process killed at any moment leaves the
+  file as it was after the last complete demo (or, if the kill hit the commit itself, a
+  journal that the next open applies). Mode "w" builds the empty file beside the target
+  and moves it into place, so a half-created file never appears under the name.
+- A demo is still written under `/demoset_staging/` and moved under `/data/` when all of
+  its arrays are in, so even a file written without the journal never shows half a demo.
+- A failed write (full disk, read-only place) leaves the file at its last commit and
+  closes the writer with a one-line WriteError.
 - `atomic=True` writes to a hidden temporary file beside the target and renames it into
   place on `close()`: the output is complete under its final name or absent.
-- `swmr=True` (follow mode): HDF5's own SWMR mode cannot create groups, so the writer
-  instead opens the file for each demo and closes it afterwards, letting readers opened
-  with `open_dataset(path, swmr=True)` in between. A process-wide writer lock refuses a
-  second writer on the same file.
+- Readers may open the file between commits: a commit waits (up to `lock_timeout`) for
+  readers holding HDF5's shared lock and shuts out new ones while it copies the journal.
+  `swmr=True` (follow mode) is kept for readers' sake; every journaled writer lets them
+  in. A writer lock refuses a second demoset writer on the same file.
 
 Next observations: with `derive_next_obs=True`, `next_obs[t] = obs[t + 1]` and the last
 step's next observation is `final_obs` when given, else a repeat of the last observation.
@@ -18,6 +26,7 @@ step's next observation is `final_obs` when given, else a repeat of the last obs
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -30,8 +39,9 @@ import numpy as np
 from demoset.errors import DemosetError, LayoutError, WriteError
 from demoset.format import constants as C
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
-from demoset.format.h5io import is_enospc, open_h5
-from demoset.format.locking import CommitLock, WriterLock
+from demoset.format.h5io import is_enospc
+from demoset.format.journal import JournaledFile, recover
+from demoset.format.locking import WriterLock
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
 
@@ -99,6 +109,7 @@ class DatasetWriter:
         image_compression: str | None = None,
         compression_level: int | None = None,
         data_attrs: Mapping[str, Any] | None = None,
+        lock_timeout: float = 60.0,
     ):
         if mode not in ("w", "a"):
             raise ValueError("mode must be 'w' or 'a'")
@@ -114,6 +125,8 @@ class DatasetWriter:
         self._closed = False
         self._h5: h5py.File | None = None
         self._lock: WriterLock | None = None
+        self._jf: JournaledFile | None = None
+        self.lock_timeout = lock_timeout
         self._total = 0
         self._next_index = 0
         self.demos: list[str] = []
@@ -130,9 +143,12 @@ class DatasetWriter:
 
         self._write_path = self.path
         if atomic:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=directory
-            )
+            try:
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=directory
+                )
+            except OSError as exc:
+                raise self._write_error(exc) from None
             os.close(fd)
             self._write_path = tmp
         elif mode == "w" and not os.access(directory, os.W_OK):
@@ -145,18 +161,27 @@ class DatasetWriter:
             raise
 
     # ------------------------------------------------------------------ lifecycle
-    def _open(self, mode: str) -> h5py.File:
-        try:
-            return open_h5(self._write_path, mode, lock_timeout=60.0 if self.swmr else 0.0)
-        except DemosetError as exc:
-            raise WriteError(exc.message, self.path) from None
-
     def _start(self, data_attrs: Mapping[str, Any] | None) -> None:
+        if self.atomic:
+            self._h5 = self._create_file(self._write_path, data_attrs)
+            return
         if self.mode == "w":
+            self._create_in_place(data_attrs)
+        else:
+            self._lock = WriterLock(self.path)
+            self._lock.acquire()
             try:
-                h5 = h5py.File(self._write_path, "w")
-            except OSError as exc:
-                raise self._write_error(exc) from None
+                recover(self.path)  # finish or undo a commit a killed writer left behind
+            except DemosetError as exc:
+                raise WriteError(exc.message, self.path) from None
+        self._h5 = self._open_journaled()
+        if self.mode == "a":
+            self._load_existing(data_attrs)
+
+    def _create_file(self, path: str, data_attrs: Mapping[str, Any] | None) -> h5py.File:
+        """A new file holding only `data/` with total 0, env_args and `data_attrs`."""
+        try:
+            h5 = h5py.File(path, "w")
             data = h5.create_group(C.DATA_GROUP)
             data.attrs[C.ATTR_TOTAL] = 0
             if self.env_meta is not None:
@@ -164,46 +189,125 @@ class DatasetWriter:
             for key, value in (data_attrs or {}).items():
                 data.attrs[key] = value
             h5.flush()
-        else:
-            h5 = self._open("r+")
-            if C.DATA_GROUP not in h5:
-                h5.close()
-                raise LayoutError(
-                    "no 'data' group: not a robomimic-layout dataset", self.path, "/data"
-                )
-            data = h5[C.DATA_GROUP]
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        return h5
+
+    def _create_in_place(self, data_attrs: Mapping[str, Any] | None) -> None:
+        """Create the empty dataset beside the target and move it into place in one step.
+
+        A crash while creating therefore never leaves a half-made file under the name, and
+        replacing an existing file is refused while another demoset writer appends to it.
+        """
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{os.path.basename(self.path)}.", suffix=".new", dir=directory
+            )
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        os.close(fd)
+        try:
+            self._create_file(tmp, data_attrs).close()
+            lock = WriterLock(tmp)  # named by the inode, so it follows the file to its name
+            lock.acquire()
+            try:
+                if os.path.exists(self.path):
+                    with WriterLock(self.path):
+                        os.replace(tmp, self.path)
+                else:
+                    try:
+                        os.link(tmp, self.path)
+                    except FileExistsError:
+                        raise WriteError(
+                            "file exists; pass overwrite=True (--overwrite) to replace it",
+                            self.path,
+                        ) from None
+                    except OSError:  # a filesystem without hard links
+                        os.replace(tmp, self.path)
+            except BaseException:
+                lock.release()
+                raise
+            self._lock = lock
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _open_journaled(self) -> h5py.File:
+        """Open the target through a JournaledFile, so every commit is all-or-nothing."""
+        try:
+            jf = JournaledFile(self.path)
+        except DemosetError as exc:
+            raise WriteError(exc.message, self.path) from None
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        try:
+            h5 = h5py.File(jf, "r+")
+        except Exception as exc:  # noqa: BLE001 - any failure to parse is one clear error
+            jf.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WriteError(f"cannot open as HDF5 for appending ({first})", self.path) from None
+        self._jf = jf
+        return h5
+
+    def _load_existing(self, data_attrs: Mapping[str, Any] | None) -> None:
+        h5 = self._h5
+        if C.DATA_GROUP not in h5 or not isinstance(h5[C.DATA_GROUP], h5py.Group):
+            raise LayoutError("no 'data' group: not a robomimic-layout dataset", self.path, "/data")
+        data = h5[C.DATA_GROUP]
+        try:
             if self.env_meta is not None and C.ATTR_ENV_ARGS not in data.attrs:
                 data.attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
             for key, value in (data_attrs or {}).items():
                 data.attrs[key] = value
-            existing = C.sorted_demos(data.keys())
-            self._total = int(sum(int(data[d].attrs.get(C.ATTR_NUM_SAMPLES, 0)) for d in existing))
-            numbers = [C.demo_sort_key(d)[2] for d in existing if C.demo_sort_key(d)[0] == 0]
-            self._next_index = (max(numbers) + 1) if numbers else 0
-        self._h5 = h5
-        if not self.atomic:
-            self._lock = WriterLock(self._write_path)
+        except (OSError, TypeError, ValueError) as exc:
+            self._fail()
+            raise self._write_error(exc) from None
+        existing = C.sorted_demos(data.keys())
+        self._total = 0
+        for d in existing:
+            num = data[d].attrs.get(C.ATTR_NUM_SAMPLES, 0) if isinstance(data[d], h5py.Group) else 0
             try:
-                self._lock.acquire()
-            except BaseException:
-                h5.close()
-                self._h5 = None
-                raise
-        if self.swmr:
-            h5.close()
-            self._h5 = None
+                self._total += int(np.asarray(num).reshape(-1)[0]) if np.size(num) else 0
+            except (TypeError, ValueError, OverflowError):
+                pass
+        numbers = [C.demo_sort_key(d)[2] for d in existing if C.demo_sort_key(d)[0] == 0]
+        self._next_index = (max(numbers) + 1) if numbers else 0
+        self._commit()
+
+    def _commit(self) -> None:
+        """Flush and make everything written so far durable and visible, all at once."""
+        try:
+            self._h5.flush()
+            if self._jf is not None:
+                self._jf.commit(self.lock_timeout)
+        except DemosetError as exc:
+            self._fail()
+            raise WriteError(exc.message, self.path) from None
+        except OSError as exc:
+            self._fail()
+            raise self._write_error(exc) from None
 
     def _write_error(self, exc: BaseException) -> WriteError:
         if is_enospc(exc):
-            return WriteError("no space left on device; the original data is untouched", self.path)
-        if (
-            isinstance(exc, PermissionError)
-            or "Permission denied" in str(exc)
-            or "errno = 13" in str(exc)
-        ):
+            return WriteError(
+                "no space left on device; the file keeps every demo completed before", self.path
+            )
+        text = str(exc)
+        if getattr(exc, "errno", None) == errno.EROFS or "Read-only file system" in text:
+            return WriteError("read-only file system", self.path)
+        if isinstance(exc, PermissionError) or "Permission denied" in text or "errno = 13" in text:
             return WriteError("permission denied (read-only place?)", self.path)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return WriteError(f"write failed ({first})", self.path)
+
+    def _fail(self) -> None:
+        """After a failed write: leave the file exactly as at its last commit, and close."""
+        if self._jf is not None:
+            self._jf.discard()
+        self._abort()
 
     def _abort(self) -> None:
         if self._h5 is not None:
@@ -212,6 +316,9 @@ class DatasetWriter:
             except Exception:  # noqa: BLE001
                 pass
             self._h5 = None
+        if self._jf is not None:
+            self._jf.close()  # drops whatever was not committed
+            self._jf = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -225,22 +332,34 @@ class DatasetWriter:
             return
         try:
             if self._h5 is not None:
-                self._h5.flush()
-                self._h5.close()
-                self._h5 = None
+                if self._jf is not None:
+                    self._h5.close()
+                    self._h5 = None
+                    self._jf.commit(self.lock_timeout)
+                else:
+                    self._h5.flush()
+                    self._h5.close()
+                    self._h5 = None
             if self.atomic:
                 os.replace(self._write_path, self.path)
-        except OSError as exc:
-            self._abort()
+        except (OSError, DemosetError) as exc:
+            self._fail()
+            if isinstance(exc, DemosetError):
+                raise WriteError(exc.message, self.path) from None
             raise self._write_error(exc) from None
         finally:
+            if self._jf is not None:
+                self._jf.close()
+                self._jf = None
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
         self._closed = True
 
     def abort(self) -> None:
-        """Give up: close, and with atomic=True remove the unfinished output."""
+        """Give up: drop what was not committed; with atomic=True remove the unfinished output."""
+        if self._jf is not None:
+            self._jf.discard()
         self._abort()
 
     def __enter__(self) -> DatasetWriter:
@@ -250,7 +369,7 @@ class DatasetWriter:
         if exc_type is None:
             self.close()
         else:
-            self._abort()
+            self.abort()
 
     @property
     def total(self) -> int:
@@ -368,12 +487,7 @@ class DatasetWriter:
         )
         n = int(arrays[C.ACTIONS].shape[0])
         demo = name or C.demo_name(self._next_index)
-        commit = CommitLock(self._write_path).exclusive() if self.swmr else None
-        try:
-            self._commit_demo(demo, arrays, n, model_file, ep_meta, attrs)
-        finally:
-            if commit is not None:
-                commit.release()
+        self._commit_demo(demo, arrays, n, model_file, ep_meta, attrs)
         self.demos.append(demo)
         if name is None:
             self._next_index += 1
@@ -384,10 +498,10 @@ class DatasetWriter:
         return demo
 
     def _commit_demo(self, demo, arrays, n, model_file, ep_meta, attrs) -> None:
-        h5 = self._h5 if self._h5 is not None else self._open("r+")
+        h5 = self._h5
+        if demo in h5[C.DATA_GROUP]:
+            raise WriteError(f"demo {demo} already exists", self.path, f"/data/{demo}")
         try:
-            if demo in h5[C.DATA_GROUP]:
-                raise WriteError(f"demo {demo} already exists", self.path, f"/data/{demo}")
             staging = h5.require_group(C.STAGING_GROUP)
             if demo in staging:
                 del staging[demo]
@@ -406,46 +520,34 @@ class DatasetWriter:
             h5.flush()
             h5.move(f"/{C.STAGING_GROUP}/{demo}", f"/{C.DATA_GROUP}/{demo}")
             del h5[C.STAGING_GROUP]
-            self._total += n
-            h5[C.DATA_GROUP].attrs[C.ATTR_TOTAL] = self._total
-            h5.flush()
-        except DemosetError:
-            raise
-        except OSError as exc:
+            h5[C.DATA_GROUP].attrs[C.ATTR_TOTAL] = self._total + n
+        except (OSError, TypeError, ValueError, RuntimeError, KeyError) as exc:
+            self._fail()
             raise self._write_error(exc) from None
-        finally:
-            if self.swmr:
-                h5.close()
+        self._commit()
+        self._total += n
 
     def set_filter_key(self, name: str, demos: list[str]) -> None:
         """Write (or replace) filter key `mask/<name>` naming `demos`."""
-        commit = CommitLock(self._write_path).exclusive() if self.swmr else None
+        if self._closed:
+            raise WriteError("the writer is closed", self.path)
         try:
-            self._write_filter_key(name, demos)
-        finally:
-            if commit is not None:
-                commit.release()
-
-    def _write_filter_key(self, name: str, demos: list[str]) -> None:
-        h5 = self._h5 if self._h5 is not None else self._open("r+")
-        try:
-            mask = h5.require_group(C.MASK_GROUP)
+            mask = self._h5.require_group(C.MASK_GROUP)
             if name in mask:
                 del mask[name]
             mask.create_dataset(name, data=np.array([d.encode() for d in demos], dtype="S"))
-            h5.flush()
-        except OSError as exc:
+        except (OSError, TypeError, ValueError, RuntimeError, KeyError) as exc:
+            self._fail()
             raise self._write_error(exc) from None
-        finally:
-            if self.swmr:
-                h5.close()
+        self._commit()
 
     def set_env_meta(self, env_meta: EnvMeta | Mapping | str) -> None:
+        if self._closed:
+            raise WriteError("the writer is closed", self.path)
         self.env_meta = _as_env_meta(env_meta)
-        h5 = self._h5 if self._h5 is not None else self._open("r+")
         try:
-            h5[C.DATA_GROUP].attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
-            h5.flush()
-        finally:
-            if self.swmr:
-                h5.close()
+            self._h5[C.DATA_GROUP].attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
+        except (OSError, TypeError, ValueError, RuntimeError, KeyError) as exc:
+            self._fail()
+            raise self._write_error(exc) from None
+        self._commit()

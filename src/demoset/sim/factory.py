@@ -46,6 +46,7 @@ def make_env(
     meta = as_env_meta(env_meta)
     kwargs = dict(meta.env_kwargs)
     kwargs.update(overrides)
+    kwargs.pop("env_name", None)  # robosuite's env_info repeats it inside env_kwargs
     if isinstance(camera_names, str):
         camera_names = (camera_names,)
     if meta.env_type == ENV_TYPE_ROBOSUITE:

@@ -86,6 +86,8 @@ class RobosuiteEnv(Env):
 
     `camera_names` turns on camera observations (each observation then carries those
     frames, with depth when `use_depth`); `render_offscreen` only allows `render()`.
+    `fast_reset` skips rebuilding the simulator on `reset()` (robosuite's hard_reset=False),
+    which halves the cost of `reset_to` a stored model.
     Other keyword arguments go to robosuite.make (e.g. robots, controller_configs,
     reward_shaping, horizon), as stored in a dataset's env_kwargs.
     """
@@ -98,6 +100,7 @@ class RobosuiteEnv(Env):
         camera_height: int = 84,
         camera_width: int = 84,
         use_depth: bool = False,
+        fast_reset: bool = False,
         **env_kwargs: Any,
     ):
         robosuite = import_robosuite()
@@ -123,8 +126,14 @@ class RobosuiteEnv(Env):
         if "controller_configs" in kwargs:
             kwargs["controller_configs"] = _composite_controller(kwargs["controller_configs"], kwargs.get("robots"))
         self._init_kwargs = kwargs
+        make_kwargs = copy.deepcopy(kwargs)
+        if fast_reset:
+            # Keep the simulator between resets: reset_to() rebuilds it from the stored XML
+            # anyway. A speed setting, not part of what a dataset was made in, so it stays
+            # out of env_meta.
+            make_kwargs["hard_reset"] = False
         try:
-            self.env = robosuite.make(env_name, **copy.deepcopy(kwargs))
+            self.env = robosuite.make(env_name, **make_kwargs)
         except Exception as exc:  # noqa: BLE001 - robosuite raises many kinds; all mean "cannot create"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SimulationError(f"cannot create robosuite environment {env_name!r}: {first}") from None
@@ -137,6 +146,46 @@ class RobosuiteEnv(Env):
     def _flat_state_size(self) -> int:
         model = self.env.sim.model
         return 1 + int(model.nq) + int(model.nv)
+
+    def _refresh_controllers(self) -> None:
+        """Make the controllers re-read the robot state on the next step.
+
+        A controller reads the arm pose once per step and caches it; after a jump to another
+        state the cache is stale and the next delta action would be applied from the old
+        pose. Marking the controllers as due for an update makes a step after
+        `reset_to(states)` behave as it did when that state was reached by stepping. (After a
+        model reset the cache is deliberately left as robosuite's DataCollectionWrapper leaves
+        it, so open-loop replay of recorded demos follows the recording.)
+        """
+        for robot in self.env.robots:
+            for controller in getattr(robot, "part_controllers", {}).values():
+                if hasattr(controller, "new_update"):
+                    controller.new_update = True
+
+    def restore_action_history(self, past_actions: np.ndarray) -> None:
+        """Rebuild the gripper command ramp from the actions taken before the current state.
+
+        robosuite grippers move their command towards open/closed by a fixed amount per step
+        (`current_action`), memory that is not part of the simulator state. Replaying the
+        episode's earlier gripper actions restores it, so a step taken after jumping to a
+        stored state reproduces the recorded next state.
+        """
+        past_actions = np.asarray(past_actions, dtype=np.float64)
+        if past_actions.ndim == 1:
+            past_actions = past_actions[None]
+        offset = 0
+        for robot in self.env.robots:
+            composite = getattr(robot, "composite_controller", None)
+            grippers = getattr(composite, "grippers", {}) if composite is not None else {}
+            splits = getattr(composite, "_action_split_indexes", {})
+            for part, gripper in grippers.items():
+                if not hasattr(gripper, "current_action") or part not in splits:
+                    continue
+                start, end = splits[part]
+                gripper.current_action = np.zeros(gripper.dof)
+                for action in past_actions:
+                    gripper.format_action(action[offset + start : offset + end])
+            offset += int(robot.action_dim)
 
     def _robot_prefixes(self) -> tuple[str, ...]:
         return tuple(robot.robot_model.naming_prefix for robot in self.env.robots)
@@ -196,6 +245,8 @@ class RobosuiteEnv(Env):
                 )
             self.env.sim.set_state_from_flattened(flat)
             self.env.sim.forward()
+            if "model" not in state or state["model"] is None:
+                self._refresh_controllers()
             return self.get_observation()
         return None
 
@@ -228,6 +279,39 @@ class RobosuiteEnv(Env):
         zbuf = np.asarray(result[1])[::-1]
         metres = get_real_depth_map(self.env.sim, np.clip(zbuf, 0.0, 1.0))
         return np.ascontiguousarray(metres[..., None], dtype=np.float32)
+
+    def absolute_pose_actions(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The absolute end-effector targets (pos, axis-angle, gripper) that delta actions meant.
+
+        For each step the simulator is put into `states[t]` and the arm's OSC controller is
+        given `actions[t]`; the goal it computes (in the controller's reference frame, the
+        robot base by default) is the absolute action. Steps run in order so controllers
+        that update their goal relative to the previous goal also come out right. Call
+        `reset_to({"model": ...})` for the demo first.
+        """
+        import robosuite.utils.transform_utils as T
+
+        if len(self.env.robots) != 1 or "right" not in self.env.robots[0].part_controllers:
+            raise SimulationError("absolute actions are computed for single-arm robots only")
+        robot = self.env.robots[0]
+        controller = robot.part_controllers["right"]
+        if getattr(controller, "input_type", "delta") != "delta" or not hasattr(controller, "goal_ori"):
+            raise SimulationError("absolute actions need an OSC_POSE controller with delta input")
+        states = np.asarray(states)
+        actions = np.asarray(actions, dtype=np.float64)
+        arm_dim = 6
+        out = np.zeros((len(actions), arm_dim + actions.shape[1] - arm_dim), dtype=np.float64)
+        for t in range(len(actions)):
+            self.env.sim.set_state_from_flattened(states[t])
+            self.env.sim.forward()
+            robot.composite_controller.update_state()
+            controller.update(force=True)  # re-read the arm pose from the state just set
+            robot.composite_controller.set_goal(actions[t])
+            goal_ori = controller.goal_ori
+            out[t, :3] = controller.goal_pos
+            out[t, 3:6] = T.quat2axisangle(T.mat2quat(goal_ori))
+            out[t, 6:] = actions[t, 6:]
+        return out
 
     def available_cameras(self) -> list[str]:
         model = self.env.sim.model

@@ -150,9 +150,13 @@ def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Normalizer:
-    """Observation (mean/std) and action (min/max to [-1, 1]) normalisation.
+    """Observation normalisation (mean/std) and the inverse of action normalisation.
 
-    Statistics are plain nested lists so they can travel in a `weights_only` checkpoint.
+    Observations are normalised here, with the training set's statistics, for training,
+    validation and acting alike. Actions arrive normalised from the SequenceDataset
+    (normalised = (raw - offset) / scale); the policy's outputs are mapped back to
+    environment actions with the same statistics. Statistics are plain nested lists so
+    they can travel in a `weights_only` checkpoint.
     """
 
     def __init__(self, obs_stats: dict | None, action_stats: dict | None, device: torch.device):
@@ -164,14 +168,18 @@ class Normalizer:
             std = np.asarray(st["std"], dtype=np.float32)
             if mean.ndim > 1 and mean.shape[0] == 1:  # robomimic keeps a leading 1
                 mean, std = mean[0], std[0]
-            self._obs[key] = (torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device))
+            self._obs[key] = (
+                torch.as_tensor(mean, device=device),
+                torch.as_tensor(std, device=device),
+            )
         self._act = None
         if action_stats is not None:
-            lo = np.asarray(action_stats["min"], dtype=np.float32).reshape(-1)
-            hi = np.asarray(action_stats["max"], dtype=np.float32).reshape(-1)
-            half = np.maximum((hi - lo) / 2.0, 1e-6)
-            mid = (hi + lo) / 2.0
-            self._act = (torch.as_tensor(mid, device=device), torch.as_tensor(half, device=device))
+            scale = np.asarray(action_stats["scale"], dtype=np.float32).reshape(-1)
+            offset = np.asarray(action_stats["offset"], dtype=np.float32).reshape(-1)
+            self._act = (
+                torch.as_tensor(scale, device=device),
+                torch.as_tensor(offset, device=device),
+            )
 
     def obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = dict(obs)
@@ -180,17 +188,11 @@ class Normalizer:
                 out[key] = (out[key].float() - mean) / std  # broadcasts over [B] or [B, T]
         return out
 
-    def actions(self, actions: torch.Tensor) -> torch.Tensor:
-        if self._act is None:
-            return actions
-        mid, half = self._act
-        return (actions - mid) / half
-
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         if self._act is None:
             return actions
-        mid, half = self._act
-        return actions * half + mid
+        scale, offset = self._act
+        return actions * scale + offset
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
@@ -271,21 +273,23 @@ class BCAlgo:
             actions = actions[:, 0]
         elif self.open_loop:
             obs = {k: v[:, :1].expand(*v.shape) for k, v in obs.items()}
-        if goal is not None:
-            goal = {k: (v[:, 0] if v.dim() > len(self.shape_meta["goal_shapes"][k]) + 1 else v) for k, v in goal.items()}
+        goal_shapes = self.shape_meta["goal_shapes"]
+        goal_obs = None
+        if goal is not None and goal_shapes:
+            # goals carry no time axis ([B, ...]); take the first step if one is there
+            goal_obs = {
+                k: goal[k][:, 0] if goal[k].dim() == len(goal_shapes[k]) + 2 else goal[k]
+                for k in goal_shapes
+            }
+            goal_obs = _to_device(goal_obs, self.device)
         out = {
             "obs": _to_device({k: obs[k] for k in self.shape_meta["obs_shapes"]}, self.device),
             "actions": _to_device(actions, self.device).float(),
-            "goal_obs": _to_device(
-                {k: goal[k] for k in self.shape_meta["goal_shapes"]}, self.device
-            )
-            if goal is not None and self.shape_meta["goal_shapes"]
-            else None,
+            "goal_obs": goal_obs,
         }
         out["obs"] = self.normalizer.obs(out["obs"])
         if out["goal_obs"] is not None:
             out["goal_obs"] = self.normalizer.obs(out["goal_obs"])
-        out["actions"] = self.normalizer.actions(out["actions"])
         return out
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -313,30 +317,29 @@ class BCAlgo:
         losses = self.compute_losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         losses["action_loss"].backward()
-        grad_sq = 0.0
-        for p in self.net.parameters():
-            if p.grad is not None:
-                grad_sq += float(p.grad.detach().pow(2).sum())
+        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), float("inf"))
         self.optimizer.step()
         log = {k: float(v.detach()) for k, v in losses.items()}
-        log["policy_grad_norm"] = grad_sq**0.5
+        log["policy_grad_norm"] = float(grad_norm)
         return log
 
     @torch.no_grad()
     def validate_on_batch(self, batch: dict) -> dict[str, float]:
-        """Losses on a processed batch without learning (network in training mode, as
-        robomimic does, so validation losses compare with training losses)."""
-        self.net.train()
-        losses = self.compute_losses_eval(batch)
-        return {k: float(v) for k, v in losses.items()}
+        """Losses on a processed batch without learning.
 
-    def compute_losses_eval(self, batch: dict) -> dict[str, torch.Tensor]:
+        The network is in evaluation mode (batch-norm running statistics, centre crops),
+        except that a GMM head keeps its learned scales so the likelihood is comparable
+        with the training loss. The plain module is used, so no gradient sync happens.
+        """
+        self.net.eval()
+        self.net.head.train()
         saved = self.train_net
-        self.train_net = self.net  # no DDP gradient sync for a forward-only pass
+        self.train_net = self.net
         try:
-            return self.compute_losses(batch)
+            losses = self.compute_losses(batch)
         finally:
             self.train_net = saved
+        return {k: float(v) for k, v in losses.items()}
 
     # ---- acting -----------------------------------------------------------------------
     def reset(self) -> None:
@@ -346,7 +349,9 @@ class BCAlgo:
         self._open_loop_obs = None
 
     @torch.no_grad()
-    def get_action(self, obs: dict[str, np.ndarray], goal: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def get_action(
+        self, obs: dict[str, np.ndarray], goal: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Action for one environment observation (no batch dimension), un-normalised."""
         self.net.eval()
         keys = self.shape_meta["obs_shapes"]

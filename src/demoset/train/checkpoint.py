@@ -31,7 +31,13 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     return {
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "torch": torch.get_rng_state(),
     }
 
@@ -106,11 +112,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise FileAccessError("not a demoset training checkpoint", path=path)
     if ckpt.get("version", 0) > VERSION:
-        raise FileAccessError(f"checkpoint version {ckpt.get('version')} is newer than this demoset", path=path)
+        raise FileAccessError(
+            f"checkpoint version {ckpt.get('version')} is newer than this demoset", path=path
+        )
     return ckpt
 
 
-def algo_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu", path: str | None = None) -> BCAlgo:
+def algo_from_checkpoint(
+    ckpt: dict[str, Any], device: str | torch.device = "cpu", path: str | None = None
+) -> BCAlgo:
     """Rebuild the algorithm (network weights loaded) from a loaded checkpoint."""
     try:
         config = make_config(ckpt["config"], source=path)

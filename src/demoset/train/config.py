@@ -284,7 +284,7 @@ class TrainConfig(dict):
 
     @property
     def algo_label(self) -> str:
-        """"bc", "bc_gmm", "bc_rnn" or "bc_rnn_gmm": which network the config trains."""
+        """ "bc", "bc_gmm", "bc_rnn" or "bc_rnn_gmm": which network the config trains."""
         return "bc" + ("_rnn" if self.is_rnn else "") + ("_gmm" if self.is_gmm else "")
 
     def obs_modalities(self, group: str = "obs") -> dict[str, str]:
@@ -336,10 +336,12 @@ def _is_int(v: Any) -> bool:
 def _check_values(cfg: dict, source: str | None) -> None:
     """Reject values demoset cannot train with, naming the key."""
     exp, train, algo, obs = cfg["experiment"], cfg["train"], cfg["algo"], cfg["observation"]
-    _require(cfg["algo_name"] == "bc", "algo_name", "must be \"bc\" (BC and BC-RNN)", source)
+    _require(cfg["algo_name"] == "bc", "algo_name", 'must be "bc" (BC and BC-RNN)', source)
     for feature in ("gaussian", "vae", "transformer"):
         enabled = isinstance(algo.get(feature), dict) and algo[feature].get("enabled", False)
-        _require(not enabled, f"algo.{feature}.enabled", "is not supported by demoset train", source)
+        _require(
+            not enabled, f"algo.{feature}.enabled", "is not supported by demoset train", source
+        )
     for key in ("batch_size", "num_epochs", "seq_length", "frame_stack", "seed"):
         _require(_is_int(train[key]), f"train.{key}", "must be an integer", source)
     for key in ("batch_size", "seq_length", "frame_stack"):
@@ -354,21 +356,26 @@ def _check_values(cfg: dict, source: str | None) -> None:
     _require(
         train["hdf5_cache_mode"] in CACHE_MODES or isinstance(train["hdf5_cache_mode"], str),
         "train.hdf5_cache_mode",
-        "must be \"all\", \"low_dim\" or null",
+        'must be "all", "low_dim" or null',
         source,
     )
     _require(
-        train["action_normalization"] in (None, "min_max"),
+        train["action_normalization"] in (None, "min_max", "gaussian"),
         "train.action_normalization",
-        "must be null or \"min_max\"",
+        'must be null, "min_max" or "gaussian"',
         source,
     )
     _require(
-        train["goal_mode"] in (None, "last"), "train.goal_mode", "must be null or \"last\"", source
+        train["goal_mode"] in (None, "last"), "train.goal_mode", 'must be null or "last"', source
     )
     for key in ("epoch_every_n_steps", "validation_epoch_every_n_steps"):
         v = exp[key]
-        _require(v is None or (_is_int(v) and v >= 1), f"experiment.{key}", "must be null or >= 1", source)
+        _require(
+            v is None or (_is_int(v) and v >= 1),
+            f"experiment.{key}",
+            "must be null or >= 1",
+            source,
+        )
     every = exp["save"]["every_n_epochs"]
     _require(
         every is None or (_is_int(every) and every >= 1),
@@ -380,13 +387,13 @@ def _check_values(cfg: dict, source: str | None) -> None:
     _require(
         algo["optim_params"]["policy"]["optimizer_type"] in ("adam", "adamw"),
         "algo.optim_params.policy.optimizer_type",
-        "must be \"adam\" or \"adamw\"",
+        'must be "adam" or "adamw"',
         source,
     )
     _require(
         lr["scheduler_type"] in ("multistep", "linear"),
         "algo.optim_params.policy.learning_rate.scheduler_type",
-        "must be \"multistep\" or \"linear\"",
+        'must be "multistep" or "linear"',
         source,
     )
     _require(
@@ -411,14 +418,21 @@ def _check_values(cfg: dict, source: str | None) -> None:
     )
     rnn, gmm = algo["rnn"], algo["gmm"]
     _require(rnn["rnn_type"] in ("LSTM", "GRU"), "algo.rnn.rnn_type", "must be LSTM or GRU", source)
-    _require(_is_int(rnn["horizon"]) and rnn["horizon"] >= 1, "algo.rnn.horizon", "must be >= 1", source)
+    _require(
+        _is_int(rnn["horizon"]) and rnn["horizon"] >= 1, "algo.rnn.horizon", "must be >= 1", source
+    )
     _require(
         gmm["std_activation"] in ("softplus", "exp"),
         "algo.gmm.std_activation",
         "must be softplus or exp",
         source,
     )
-    _require(_is_int(gmm["num_modes"]) and gmm["num_modes"] >= 1, "algo.gmm.num_modes", "must be >= 1", source)
+    _require(
+        _is_int(gmm["num_modes"]) and gmm["num_modes"] >= 1,
+        "algo.gmm.num_modes",
+        "must be >= 1",
+        source,
+    )
     if not rnn["enabled"]:
         _require(
             train["seq_length"] == 1,
@@ -450,7 +464,9 @@ def _check_values(cfg: dict, source: str | None) -> None:
     for modality in ("rgb", "depth"):
         enc = obs["encoder"][modality]
         dotted = f"observation.encoder.{modality}"
-        _require(enc["core_class"] == "VisualCore", f"{dotted}.core_class", "must be VisualCore", source)
+        _require(
+            enc["core_class"] == "VisualCore", f"{dotted}.core_class", "must be VisualCore", source
+        )
         core = enc["core_kwargs"]
         _require(
             core["backbone_class"] == "ResNet18Conv",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +52,10 @@ def describe_dataset(config: TrainConfig, path: str) -> DatasetFacts:
             valid_fk = valid_fk or "valid"
             if train_fk is None:
                 train_fk = "train"
-            for fk, cfg_key in ((train_fk, "hdf5_filter_key"), (valid_fk, "hdf5_validation_filter_key")):
+            for fk, cfg_key in (
+                (train_fk, "hdf5_filter_key"),
+                (valid_fk, "hdf5_validation_filter_key"),
+            ):
                 if fk not in keys:
                     raise FilterKeyError(
                         f"filter key {fk!r} not found (needed because experiment.validate is set; "
@@ -62,7 +64,9 @@ def describe_dataset(config: TrainConfig, path: str) -> DatasetFacts:
                         h5path=f"/mask/{fk}",
                     )
         elif train_fk is not None and train_fk not in keys:
-            raise FilterKeyError(f"filter key {train_fk!r} not found", path=path, h5path=f"/mask/{train_fk}")
+            raise FilterKeyError(
+                f"filter key {train_fk!r} not found", path=path, h5path=f"/mask/{train_fk}"
+            )
         train_demos = f.demos_for(train_fk)
         valid_demos = f.demos_for(valid_fk) if validate else []
         overlap = sorted(set(train_demos) & set(valid_demos))
@@ -73,7 +77,9 @@ def describe_dataset(config: TrainConfig, path: str) -> DatasetFacts:
                 h5path=f"/mask/{valid_fk}",
             )
         if not train_demos:
-            raise FilterKeyError(f"filter key {train_fk!r} selects no demos", path=path, h5path=f"/mask/{train_fk}")
+            raise FilterKeyError(
+                f"filter key {train_fk!r} selects no demos", path=path, h5path=f"/mask/{train_fk}"
+            )
         demo = train_demos[0]
         available = f.obs_keys(demo)
         modalities = config.obs_modalities("obs")
@@ -100,7 +106,11 @@ def describe_dataset(config: TrainConfig, path: str) -> DatasetFacts:
             raise LayoutError("demo has no actions", path=path, h5path=f"/data/{demo}/actions")
         ac_shape = f.array_keys(demo)["actions"].shape
         if len(ac_shape) != 1:
-            raise LayoutError(f"actions must be (N, A), found per-step shape {list(ac_shape)}", path=path, h5path=f"/data/{demo}/actions")
+            raise LayoutError(
+                f"actions must be (N, A), found per-step shape {list(ac_shape)}",
+                path=path,
+                h5path=f"/data/{demo}/actions",
+            )
         env_meta = f.env_meta.to_dict() if f.env_meta is not None else None
     all_modalities = {**goal_modalities, **modalities}
     shape_meta = ShapeMeta.build(
@@ -120,29 +130,17 @@ def describe_dataset(config: TrainConfig, path: str) -> DatasetFacts:
     )
 
 
-def action_min_max(path: str, demos: list[str]) -> dict[str, list[float]]:
-    """Per-dimension min and max of the actions of `demos` (for min_max normalisation)."""
-    lo = hi = None
-    with open_dataset(path) as f:
-        for demo in demos:
-            a = np.asarray(f.read(demo, "actions"), dtype=np.float64)
-            if a.size == 0:
-                continue
-            a_lo, a_hi = a.min(axis=0), a.max(axis=0)
-            lo = a_lo if lo is None else np.minimum(lo, a_lo)
-            hi = a_hi if hi is None else np.maximum(hi, a_hi)
-    if lo is None:
-        raise LayoutError("no actions to compute normalisation from", path=path)
-    return {"min": lo.tolist(), "max": hi.tolist()}
-
-
 def to_jsonable_stats(stats: dict | None) -> dict | None:
     """{key: {"mean", "std"}} with numpy arrays -> nested lists."""
     if stats is None:
         return None
     out = {}
     for key, st in stats.items():
-        out[key] = {name: np.asarray(v, dtype=np.float64).tolist() for name, v in st.items() if name in ("mean", "std")}
+        out[key] = {
+            name: np.asarray(v, dtype=np.float64).tolist()
+            for name, v in st.items()
+            if name in ("mean", "std")
+        }
     return out
 
 
@@ -151,11 +149,13 @@ def make_sequence_dataset(config: TrainConfig, facts: DatasetFacts, filter_key: 
     from demoset.loader import SequenceDataset
 
     t = config["train"]
-    dataset_keys = tuple(k for k in t["dataset_keys"] if k == "actions") or ("actions",)
+    method = t["action_normalization"]
     return SequenceDataset(
         facts.path,
         obs_keys=tuple(config.all_obs_keys),
-        dataset_keys=dataset_keys,
+        dataset_keys=("actions",),
+        action_keys=("actions",),
+        action_config={"actions": {"normalization": method}} if method else None,
         frame_stack=t["frame_stack"],
         seq_length=t["seq_length"],
         pad_frame_stack=t["pad_frame_stack"],
@@ -166,8 +166,31 @@ def make_sequence_dataset(config: TrainConfig, facts: DatasetFacts, filter_key: 
         swmr=t["hdf5_use_swmr"],
         normalize_obs=False,  # the policy normalises with the training set's statistics
         filter_key=filter_key,
-        load_next_obs=False,
+        load_next_obs=t["goal_mode"] == "last",  # goals are taken from next_obs
         image_format="hwc_uint8",
+    )
+
+
+def action_normalization_stats(dataset, config: TrainConfig) -> dict | None:
+    """{"scale", "offset"} of the actions (normalised = (raw - offset) / scale), as lists.
+
+    The SequenceDataset normalises the actions it serves; the policy needs the statistics
+    only to turn its outputs back into environment actions.
+    """
+    if not config["train"]["action_normalization"]:
+        return None
+    st = dataset.get_action_normalization_stats()["actions"]
+    return {
+        k: np.asarray(st[k], dtype=np.float64).reshape(-1).tolist() for k in ("scale", "offset")
+    }
+
+
+def share_action_stats(dataset, stats: dict | None) -> None:
+    """Make `dataset` normalise actions with given statistics (the training set's)."""
+    if stats is None:
+        return
+    dataset.set_action_normalization_stats(
+        {"actions": {k: np.asarray(stats[k], dtype=np.float32)[None] for k in ("scale", "offset")}}
     )
 
 
@@ -176,7 +199,11 @@ def obs_normalization_stats(dataset, config: TrainConfig) -> dict | None:
     if not config["train"]["hdf5_normalize_obs"]:
         return None
     stats = dataset.get_obs_normalization_stats()
-    low_dim = {k for k, m in {**config.obs_modalities("goal"), **config.obs_modalities("obs")}.items() if m == "low_dim"}
+    low_dim = {
+        k
+        for k, m in {**config.obs_modalities("goal"), **config.obs_modalities("obs")}.items()
+        if m == "low_dim"
+    }
     return to_jsonable_stats({k: v for k, v in stats.items() if k in low_dim})
 
 
@@ -225,7 +252,11 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         chunks = []
         have = 0
         while have < need:
-            perm = torch.randperm(self.num_items, generator=g) if self.shuffle else torch.arange(self.num_items)
+            perm = (
+                torch.randperm(self.num_items, generator=g)
+                if self.shuffle
+                else torch.arange(self.num_items)
+            )
             chunks.append(perm)
             have += self.num_items
         stream = torch.cat(chunks)[:need].view(self.num_batches * self.world_size, self.batch_size)
@@ -233,23 +264,23 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield stream[b].tolist()
 
 
-def make_loader(dataset, sampler: EpochBatchSampler, num_workers: int, seed: int) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset, sampler: EpochBatchSampler, num_workers: int, seed: int
+) -> torch.utils.data.DataLoader:
     """A DataLoader over `dataset` that takes whole batches from `sampler`.
 
     Worker seeds come from a private generator, so creating iterators never draws from
     the global torch RNG (whose state a checkpoint restores).
     """
+    from demoset.loader import collate
+
     gen = torch.Generator()
     gen.manual_seed(seed)
-    kwargs: dict[str, Any] = {}
-    collate = getattr(dataset, "collate_fn", None)
-    if callable(collate):
-        kwargs["collate_fn"] = collate
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         generator=gen,
-        **kwargs,
+        collate_fn=collate,
     )

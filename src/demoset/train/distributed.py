@@ -57,11 +57,11 @@ def wrap_model(net: nn.Module, info: DistInfo, device: torch.device) -> nn.Modul
     return DistributedDataParallel(net, device_ids=ids)
 
 
-def any_rank(flag: bool, info: DistInfo) -> bool:
+def any_rank(flag: bool, info: DistInfo, device: torch.device | None = None) -> bool:
     """True on every rank when `flag` is true on any rank (e.g. a stop request)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 

@@ -156,7 +156,13 @@ class CropRandomizer(nn.Module):
     With `num_crops` > 1 each image yields several crops whose features are averaged.
     """
 
-    def __init__(self, input_shape: Sequence[int], crop_height: int = 76, crop_width: int = 76, num_crops: int = 1):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        crop_height: int = 76,
+        crop_width: int = 76,
+        num_crops: int = 1,
+    ):
         super().__init__()
         _, h, w = input_shape
         if not (0 < crop_height <= h and 0 < crop_width <= w):
@@ -253,7 +259,9 @@ class ObservationEncoder(nn.Module):
     `obs_shapes` maps each key to its per-step shape as stored in the dataset.
     """
 
-    def __init__(self, obs_shapes: dict[str, Sequence[int]], modalities: dict[str, str], encoder_config: dict):
+    def __init__(
+        self, obs_shapes: dict[str, Sequence[int]], modalities: dict[str, str], encoder_config: dict
+    ):
         super().__init__()
         self.keys = sorted(obs_shapes)
         self.modalities = {k: modalities[k] for k in self.keys}
@@ -264,7 +272,9 @@ class ObservationEncoder(nn.Module):
             modality = self.modalities[key]
             if modality in ("rgb", "depth"):
                 if len(shape) != 3:
-                    raise ValueError(f"observation {key!r} ({modality}) must be H x W x C, found {shape}")
+                    raise ValueError(
+                        f"observation {key!r} ({modality}) must be H x W x C, found {shape}"
+                    )
                 enc = encoder_config[modality]
                 core = enc["core_kwargs"]
                 crop = None
@@ -382,7 +392,9 @@ class RNNCore(nn.Module):
         self.out_dim = hidden_dim * self.directions
 
     def init_state(self, batch_size: int, device: torch.device):
-        h = torch.zeros(self.num_layers * self.directions, batch_size, self.hidden_dim, device=device)
+        h = torch.zeros(
+            self.num_layers * self.directions, batch_size, self.hidden_dim, device=device
+        )
         if self.rnn_type == "LSTM":
             return (h, torch.zeros_like(h))
         return h

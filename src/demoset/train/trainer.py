@@ -38,11 +38,12 @@ from demoset.train.config import TrainConfig, config_differences, make_config
 from demoset.train.data import (
     DatasetFacts,
     EpochBatchSampler,
-    action_min_max,
+    action_normalization_stats,
     describe_dataset,
     make_loader,
     make_sequence_dataset,
     obs_normalization_stats,
+    share_action_stats,
 )
 
 # Config keys a resumed run may change: how long to train, and how it is logged/saved.
@@ -93,9 +94,13 @@ class Trainer:
         if config is None and not resume:
             raise ConfigError("a config is needed to start a new training run")
         cfg = make_config(dict(config)) if config is not None else None
+        if dataset:
+            dataset = os.path.abspath(os.path.expanduser(dataset))
         if cfg is not None:
             if dataset:
                 cfg["train"]["data"] = dataset
+            elif cfg["train"]["data"]:
+                cfg["train"]["data"] = os.path.abspath(os.path.expanduser(cfg["train"]["data"]))
             if output_dir:
                 cfg["train"]["output_dir"] = output_dir
             if name:
@@ -111,7 +116,9 @@ class Trainer:
         self.resume_ckpt: dict | None = None
         if resume:
             if not os.path.isfile(self.last_path):
-                raise ConfigError("nothing to resume: no models/last.pth in the run directory", path=self.run_dir)
+                raise ConfigError(
+                    "nothing to resume: no models/last.pth in the run directory", path=self.run_dir
+                )
             self.resume_ckpt = load_checkpoint(self.last_path)
             saved = make_config(self.resume_ckpt["config"], source=self.last_path)
             if cfg is None:
@@ -119,6 +126,8 @@ class Trainer:
                 if dataset:
                     cfg["train"]["data"] = dataset
             else:
+                if not cfg["train"]["data"]:
+                    cfg["train"]["data"] = saved["train"]["data"]
                 changed = [
                     k
                     for k in config_differences(saved, cfg)
@@ -139,7 +148,9 @@ class Trainer:
         if not cfg["train"]["data"]:
             raise ConfigError("no dataset given (--dataset or train.data)")
         if cfg["train"]["frame_stack"] != 1:
-            raise ConfigError("config key 'train.frame_stack' must be 1 for BC and BC-RNN (the RNN carries history)")
+            raise ConfigError(
+                "config key 'train.frame_stack' must be 1 for BC and BC-RNN (the RNN carries history)"
+            )
         cfg["train"]["data"] = os.path.abspath(os.path.expanduser(cfg["train"]["data"]))
         self.config = TrainConfig(cfg)
 
@@ -161,11 +172,12 @@ class Trainer:
         if self.resume_ckpt is not None:
             obs_stats = self.resume_ckpt.get("obs_normalization_stats")
             act_stats = self.resume_ckpt.get("action_normalization_stats")
+            share_action_stats(self.train_set, act_stats)
         else:
             obs_stats = obs_normalization_stats(self.train_set, cfg)
-            act_stats = None
-            if cfg["train"]["action_normalization"] == "min_max":
-                act_stats = action_min_max(self.facts.path, self.facts.train_demos)
+            act_stats = action_normalization_stats(self.train_set, cfg)
+        if self.valid_set is not None:
+            share_action_stats(self.valid_set, act_stats)
         seed_everything(cfg["train"]["seed"])
         self.algo = BCAlgo(cfg, self.facts.shape_meta, obs_stats, act_stats, device=self.device)
         self.start_epoch = 0
@@ -189,7 +201,9 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
-        self.train_loader = make_loader(self.train_set, self.train_sampler, t["num_data_workers"], t["seed"])
+        self.train_loader = make_loader(
+            self.train_set, self.train_sampler, t["num_data_workers"], t["seed"]
+        )
         self.valid_loader = None
         if self.valid_set is not None and len(self.valid_set) > 0:
             self.valid_sampler = EpochBatchSampler(
@@ -201,8 +215,12 @@ class Trainer:
                 world_size=self.dist.world_size,
             )
             if exp["validation_epoch_every_n_steps"] is None:
-                self.valid_sampler.num_batches = max(1, -(-len(self.valid_set) // (t["batch_size"] * self.dist.world_size)))
-            self.valid_loader = make_loader(self.valid_set, self.valid_sampler, t["num_data_workers"], t["seed"] + 1)
+                self.valid_sampler.num_batches = max(
+                    1, -(-len(self.valid_set) // (t["batch_size"] * self.dist.world_size))
+                )
+            self.valid_loader = make_loader(
+                self.valid_set, self.valid_sampler, t["num_data_workers"], t["seed"] + 1
+            )
 
     def _open_logs(self) -> None:
         self.tb = None
@@ -229,7 +247,9 @@ class Trainer:
             self.log_txt.close()
 
     # ------------------------------------------------------------------------------------
-    def _run_epoch(self, loader, validate: bool, progress: Callable[[int, int], None] | None) -> dict[str, float]:
+    def _run_epoch(
+        self, loader, validate: bool, progress: Callable[[int, int], None] | None
+    ) -> dict[str, float]:
         """One epoch; returns mean losses plus timing (data wait vs compute, seconds)."""
         sums: dict[str, float] = {}
         n = 0
@@ -269,7 +289,9 @@ class Trainer:
             time_compute_s=compute_time,
             time_epoch_s=elapsed,
             samples_per_s=samples * self.dist.world_size / elapsed if elapsed > 0 else 0.0,
-            data_wait_fraction=data_time / (data_time + compute_time) if (data_time + compute_time) > 0 else 0.0,
+            data_wait_fraction=data_time / (data_time + compute_time)
+            if (data_time + compute_time) > 0
+            else 0.0,
         )
         return out
 
@@ -277,7 +299,11 @@ class Trainer:
         if self.tb is not None:
             for split in ("train", "valid"):
                 for k, v in (record.get(split) or {}).items():
-                    if k.startswith("time_") or k in ("samples_per_s", "data_wait_fraction", "steps"):
+                    if k.startswith("time_") or k in (
+                        "samples_per_s",
+                        "data_wait_fraction",
+                        "steps",
+                    ):
                         if split == "train":
                             self.tb.add_scalar(f"Timing/{k}", v, epoch)
                         continue
@@ -349,11 +375,15 @@ class Trainer:
                     on_epoch_start(epoch, num_epochs)
                 self.train_sampler.set_epoch(epoch)
                 record: dict[str, Any] = {"epoch": epoch, "step": self.step, "lr": lr}
-                record["train"] = self._run_epoch(self.train_loader, validate=False, progress=progress)
+                record["train"] = self._run_epoch(
+                    self.train_loader, validate=False, progress=progress
+                )
                 record["step"] = self.step
                 if self.valid_loader is not None:
                     self.valid_sampler.set_epoch(epoch)
-                    record["valid"] = self._run_epoch(self.valid_loader, validate=True, progress=None)
+                    record["valid"] = self._run_epoch(
+                        self.valid_loader, validate=True, progress=None
+                    )
                 if self.dist.is_main:
                     record["rollout"] = self._maybe_rollout(epoch, rollout_fn)
                     self._save_for_epoch(epoch, record, save)
@@ -365,7 +395,7 @@ class Trainer:
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
                 stop = bool(should_stop()) if should_stop is not None else False
-                if distributed.any_rank(stop, self.dist):
+                if distributed.any_rank(stop, self.dist, self.device):
                     stopped = epoch < num_epochs
                     break
         finally:
@@ -390,7 +420,10 @@ class Trainer:
             reasons.append("every_n_epochs")
         if epoch in (save["epochs"] or []):
             reasons.append("epochs")
-        if save["every_n_seconds"] and time.monotonic() - self._last_timed_save >= save["every_n_seconds"]:
+        if (
+            save["every_n_seconds"]
+            and time.monotonic() - self._last_timed_save >= save["every_n_seconds"]
+        ):
             self._last_timed_save = time.monotonic()
             reasons.append("every_n_seconds")
         valid = record.get("valid")
@@ -399,13 +432,25 @@ class Trainer:
             if best is None or valid["action_loss"] < best:
                 self.best["validation_loss"] = valid["action_loss"]
                 if save["on_best_validation"]:
-                    self._save(os.path.join(self.models_dir, "best_validation.pth"), epoch, training_state=False)
+                    self._save(
+                        os.path.join(self.models_dir, "best_validation.pth"),
+                        epoch,
+                        training_state=False,
+                    )
         rollout = record.get("rollout")
         if rollout is not None:
             best = self.best.get("success_rate")
             if best is None or rollout["success_rate"] > best:
                 self.best["success_rate"] = rollout["success_rate"]
                 if save["on_best_rollout_success_rate"]:
-                    self._save(os.path.join(self.models_dir, "best_success.pth"), epoch, training_state=False)
+                    self._save(
+                        os.path.join(self.models_dir, "best_success.pth"),
+                        epoch,
+                        training_state=False,
+                    )
         if reasons:
-            self._save(os.path.join(self.models_dir, f"model_epoch_{epoch}.pth"), epoch, training_state=False)
+            self._save(
+                os.path.join(self.models_dir, f"model_epoch_{epoch}.pth"),
+                epoch,
+                training_state=False,
+            )

@@ -121,7 +121,9 @@ def find_partition(demos: Sequence[str], members: dict[str, list[str]]) -> list[
     return best[1] if best else []
 
 
-def demo_groups(demos: Sequence[str], members: dict[str, list[str]], partition: Sequence[str]) -> list[str]:
+def demo_groups(
+    demos: Sequence[str], members: dict[str, list[str]], partition: Sequence[str]
+) -> list[str]:
     """For each demo, the name of the partition key holding it ("all" without a partition)."""
     if not partition:
         return ["all"] * len(demos)

@@ -32,7 +32,7 @@ def to_rgb(frames: np.ndarray, value_range: tuple[float, float] | None = None) -
         values = frames.astype(np.float64)
         finite = values[np.isfinite(values)]
         if value_range is None:
-            lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+            lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
         else:
             lo, hi = value_range
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
@@ -70,7 +70,9 @@ def fit(frames: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
     new_h = max(1, round(h * size / longest))
     out = np.empty((len(frames), new_h, new_w, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
-        out[i] = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BILINEAR))
+        out[i] = np.asarray(
+            Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BILINEAR)
+        )
     return out
 
 
@@ -90,12 +92,12 @@ def encode_png(image: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
 
 
 def clip_format() -> str:
-    """"webp" when this Pillow can write animated WebP, else "gif"."""
+    """ "webp" when this Pillow can write animated WebP, else "gif"."""
     from PIL import features
 
     return "webp" if features.check("webp") else "gif"
@@ -124,7 +126,7 @@ def encode_clip(frames: np.ndarray, fps: float = 8.0, fmt: str | None = None) ->
             duration=duration,
             loop=0,
             quality=75,
-            method=4,
+            method=2,
         )
         return buf.getvalue(), "image/webp"
     images[0].save(

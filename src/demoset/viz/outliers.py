@@ -103,7 +103,9 @@ def length_outliers(
     return out
 
 
-def at_bound(actions: np.ndarray, low: float = -1.0, high: float = 1.0, tol: float = 1e-6) -> np.ndarray:
+def at_bound(
+    actions: np.ndarray, low: float = -1.0, high: float = 1.0, tol: float = 1e-6
+) -> np.ndarray:
     """Boolean (N, D): where an action sits at (or beyond) its bound."""
     a = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
     return (a >= high - tol) | (a <= low + tol)

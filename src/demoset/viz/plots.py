@@ -24,7 +24,7 @@ from demoset.format import DemoFile, open_dataset
 from demoset.viz import collect
 from demoset.viz.collect import Progress
 from demoset.viz.output import write_atomic
-from demoset.viz.sampling import sample_demos
+from demoset.viz.sampling import demos_within_rows, sample_demos
 
 GROUP_COLOURS = ["#3b6fb6", "#e07b39", "#4a9d5b", "#8e6bb8", "#c44e52", "#7f7f7f"]
 DEMO_COLOURS = [
@@ -42,6 +42,8 @@ DEMO_COLOURS = [
 OVERLAY_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1)), (0, (3, 1))]
 OUTLIER_COLOUR = "#d62728"
 MAX_ACTION_ROWS = 2_000_000
+FIG_WIDTH = 12.0
+"""Inches at 100 dpi: every plot is 1200 pixels wide, so they line up in the report."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +88,29 @@ def _new_figure(width: float, height: float):
 def figure_png(fig) -> bytes:
     """PNG bytes of a matplotlib Figure drawn with the Agg canvas."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
+    fig.savefig(buf, format="png", dpi=fig.dpi, pil_kwargs={"compress_level": 4})
     return buf.getvalue()
 
 
-def _margins(fig, top: float = 0.75, bottom: float = 0.5, left: float = 0.6, right: float = 0.15, wspace: float = 0.3, hspace: float = 0.6) -> None:
+def _margins(
+    fig,
+    top: float = 0.75,
+    bottom: float = 0.5,
+    left: float = 0.6,
+    right: float = 0.15,
+    wspace: float = 0.3,
+    hspace: float = 0.6,
+) -> None:
     """Fixed margins in inches: much faster than tight_layout, and the same on every plot."""
     w, h = fig.get_figwidth(), fig.get_figheight()
-    fig.subplots_adjust(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h, wspace=wspace, hspace=hspace)
+    fig.subplots_adjust(
+        left=left / w,
+        right=1 - right / w,
+        top=1 - top / h,
+        bottom=bottom / h,
+        wspace=wspace,
+        hspace=hspace,
+    )
 
 
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
@@ -121,7 +138,7 @@ def trajectory_figure(
     shown = min(dims, max_dims)
     rows, cols = _grid(shown)
     with matplotlib.rc_context(_style()):
-        fig = _new_figure(3.0 * cols if cols > 1 else 6.0, 1.9 * rows + 0.9)
+        fig = _new_figure(FIG_WIDTH, (2.4 if cols < 3 else 1.9) * rows + 0.9)
         axes = fig.subplots(rows, cols, squeeze=False)
         for j in range(rows * cols):
             ax = axes[j // cols][j % cols]
@@ -177,7 +194,11 @@ def lengths_figure(
         fig = _new_figure(12.0, 3.6)
         ax_hist, ax_demo = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.35]})
         lo, hi = (int(lengths.min()), int(lengths.max())) if lengths.size else (0, 1)
-        bins = np.histogram_bin_edges(lengths, bins=min(40, max(5, hi - lo + 1))) if lengths.size else 10
+        bins = (
+            np.histogram_bin_edges(lengths, bins=min(40, max(5, hi - lo + 1)))
+            if lengths.size
+            else 10
+        )
         data = [lengths[[g == name for g in groups]] for name in names]
         ax_hist.hist(
             data,
@@ -265,9 +286,11 @@ def action_histogram_figure(
     colours = _group_colours(groups)
     names = list(colours)
     finite = actions[np.isfinite(actions)]
-    near_bounds = finite.size > 0 and np.abs(finite).max() <= 1.5 * max(abs(bounds[0]), abs(bounds[1]))
+    near_bounds = finite.size > 0 and np.abs(finite).max() <= 1.5 * max(
+        abs(bounds[0]), abs(bounds[1])
+    )
     with matplotlib.rc_context(_style()):
-        fig = _new_figure(3.0 * cols if cols > 1 else 6.0, 1.9 * rows + 0.9)
+        fig = _new_figure(FIG_WIDTH, (2.4 if cols < 3 else 1.9) * rows + 0.9)
         axes = fig.subplots(rows, cols, squeeze=False)
         for j in range(rows * cols):
             ax = axes[j // cols][j % cols]
@@ -277,7 +300,11 @@ def action_histogram_figure(
             col = actions[:, j]
             ok = np.isfinite(col)
             if near_bounds:
-                edges = np.linspace(min(bounds[0], col[ok].min(initial=0)), max(bounds[1], col[ok].max(initial=0)), bins + 1)
+                edges = np.linspace(
+                    min(bounds[0], col[ok].min(initial=0)),
+                    max(bounds[1], col[ok].max(initial=0)),
+                    bins + 1,
+                )
             else:
                 edges = np.histogram_bin_edges(col[ok], bins=bins) if ok.any() else bins
             ax.hist(
@@ -298,7 +325,14 @@ def action_histogram_figure(
         fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
         if len(names) > 1:
             handles = [Patch(color=colours[n]) for n in names]
-            fig.legend(handles, names, loc="upper right", ncol=len(names), frameon=False, bbox_to_anchor=(0.995, 1.0))
+            fig.legend(
+                handles,
+                names,
+                loc="upper right",
+                ncol=len(names),
+                frameon=False,
+                bbox_to_anchor=(0.995, 1.0),
+            )
         _margins(fig)
     return fig
 
@@ -339,7 +373,9 @@ def dataset_plots(
     if keys:
         traj_keys = collect.resolve_keys(df, keys, plot_demos[0])
     else:
-        traj_keys = (["actions"] if df.has(plot_demos[0], "actions") else []) + collect.low_dim_keys(df, plot_demos[0])
+        traj_keys = (
+            ["actions"] if df.has(plot_demos[0], "actions") else []
+        ) + collect.low_dim_keys(df, plot_demos[0])
 
     steps_total = 2 + len(traj_keys) + (0 if actions is not None else len(selected))
     done = 0
@@ -370,7 +406,7 @@ def dataset_plots(
     tick()
 
     if actions is None:
-        budget_demos = _demos_within_rows(selected, lengths, MAX_ACTION_ROWS, seed)
+        budget_demos = demos_within_rows(selected, lengths, MAX_ACTION_ROWS, seed)
 
         def read_progress(i: int, n: int) -> None:
             if progress:
@@ -379,6 +415,9 @@ def dataset_plots(
         actions = collect.read_actions(df, budget_demos, read_progress)
         tick(len(selected))
     action_demos = [d for d in selected if d in actions]
+    if action_demos:  # demos whose action width differs from the first are left out
+        width = actions[action_demos[0]].shape[1]
+        action_demos = [d for d in action_demos if actions[d].shape[1] == width]
     if action_demos:
         group_of = dict(zip(selected, groups))
         stacked = np.concatenate([actions[d] for d in action_demos])
@@ -393,23 +432,30 @@ def dataset_plots(
         series = []
         for demo in plot_demos:
             if df.has(demo, key):
-                arr = actions[demo] if key == "actions" and demo in actions else collect.read_flat(df, demo, key)
-                label = demo if group_of.get(demo, "all") in ("all", "other") else f"{demo} ({group_of[demo]})"
+                arr = (
+                    actions[demo]
+                    if key == "actions" and demo in actions
+                    else collect.read_flat(df, demo, key)
+                )
+                label = (
+                    demo
+                    if group_of.get(demo, "all") in ("all", "other")
+                    else f"{demo} ({group_of[demo]})"
+                )
                 series.append((label, arr))
         if series:
             bounds = (-1.0, 1.0) if key == "actions" else None
             fig = trajectory_figure(key, series, max_dims=max_dims, bounds=bounds)
-            plots.append(Plot(_file_stem(key), key, figure_png(fig), f"{len(series)} demos: " + ", ".join(plot_demos)))
+            plots.append(
+                Plot(
+                    _file_stem(key),
+                    key,
+                    figure_png(fig),
+                    f"{len(series)} demos: " + ", ".join(plot_demos),
+                )
+            )
         tick()
     return plots
-
-
-def _demos_within_rows(demos: Sequence[str], lengths: np.ndarray, max_rows: int, seed: int) -> list[str]:
-    """All demos when their steps fit in `max_rows`, else a seeded sample that does."""
-    if int(lengths.sum()) <= max_rows:
-        return list(demos)
-    mean = max(1.0, float(lengths.mean()))
-    return sample_demos(demos, max(1, int(max_rows / mean)), seed)
 
 
 def make_plots(
@@ -432,10 +478,6 @@ def make_plots(
     from demoset.errors import WriteError
 
     out_dir = os.fspath(out_dir)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(f"cannot create the output folder ({exc.strerror or exc})", out_dir) from None
     with open_dataset(path) as df:
         plots = dataset_plots(
             df,
@@ -447,4 +489,10 @@ def make_plots(
             max_dims=max_dims,
             progress=progress,
         )
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(
+            f"cannot create the output folder ({exc.strerror or exc})", out_dir
+        ) from None
     return [write_atomic(os.path.join(out_dir, f"{p.name}.png"), p.png) for p in plots]

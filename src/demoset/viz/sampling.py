@@ -67,3 +67,18 @@ def read_rows(df: DemoFile, demo: str, key: str, indices: np.ndarray) -> np.ndar
     except (OSError, ValueError, TypeError, RuntimeError, IndexError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LayoutError(f"cannot read array ({first_line})", df.path, dset.name) from None
+
+
+def demos_within_rows(
+    demos: Sequence[str], lengths: np.ndarray, max_rows: int, seed: int = 0
+) -> list[str]:
+    """All demos when their steps fit in `max_rows`, else a seeded sample that does (about).
+
+    Bounds what whole-array reads of small per-step arrays (actions) can cost on a file
+    with millions of steps.
+    """
+    lengths = np.asarray(lengths)
+    if int(lengths.sum()) <= max_rows:
+        return list(demos)
+    mean = max(1.0, float(lengths.mean()))
+    return sample_demos(demos, max(1, int(max_rows / mean)), seed)

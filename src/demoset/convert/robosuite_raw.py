@@ -1,0 +1,231 @@
+"""Raw robosuite demonstration files into the robomimic layout (a new file).
+
+A raw file is what robosuite's collection tools write (`data/demo_N` with `states`,
+`actions` and attribute `model_file`; `data` attributes `env`, `env_info`,
+`repository_version`). robomimic's conversion edits that file in place; this one reads
+it and writes a new file, leaving the raw file untouched:
+
+- `data/env_args`: {"env_name": env, "type": 1, "env_version": repository_version,
+  "env_kwargs": env_info}, as robomimic builds it;
+- `num_samples` per demo, `total`, the model XML (and ep_meta when present);
+- filter keys `train` / `valid` with robomimic's split rule (`val_ratio`, seeded);
+- optionally `action_dict/`: relative pose actions split as robomimic's
+  extract_action_dict does (rel_pos, rel_rot_axis_angle, rel_rot_6d, gripper) and the
+  absolute pose targets the delta actions meant (abs_pos, abs_rot_axis_angle,
+  abs_rot_6d), computed by replaying the demo's states through the arm controller.
+
+The new file has no observations yet (rewards are zeros and dones mark the last step);
+`demoset extract-obs` renders them from the states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from demoset.errors import ConversionError, DemosetError
+from demoset.format import DatasetWriter, EnvMeta, open_dataset
+from demoset.format import constants as C
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class ConvertReport:
+    output: str
+    demos: int
+    total: int
+    filter_keys: dict[str, list[str]] = field(default_factory=dict)
+    action_dict_keys: list[str] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _text(value.item())
+    return str(value)
+
+
+def env_meta_from_raw_attrs(attrs: Mapping[str, Any], path: str | None = None) -> EnvMeta:
+    """env_args from a raw file's `env` and `env_info` attributes (env_info parsed as JSON)."""
+    if "env" not in attrs:
+        raise ConversionError(
+            "no 'env' attribute: not a raw robosuite file", path, "/data.attrs[env]"
+        )
+    if "env_info" not in attrs:
+        raise ConversionError(
+            "no 'env_info' attribute: not a raw robosuite file", path, "/data.attrs[env_info]"
+        )
+    try:
+        env_info = json.loads(_text(attrs["env_info"]))
+    except ValueError as exc:
+        raise ConversionError(
+            f"env_info is not JSON ({exc})", path, "/data.attrs[env_info]"
+        ) from None
+    if not isinstance(env_info, dict):
+        raise ConversionError("env_info is not a JSON object", path, "/data.attrs[env_info]")
+    extra = {}
+    if "repository_version" in attrs:
+        extra["env_version"] = _text(attrs["repository_version"])
+    return EnvMeta(
+        env_name=_text(attrs["env"]),
+        env_type=C.ENV_TYPE_ROBOSUITE,
+        env_kwargs=env_info,
+        extra=extra,
+    )
+
+
+# ---------------------------------------------------------------------------- pose actions
+def axis_angle_to_matrix(axis_angle: np.ndarray) -> np.ndarray:
+    """(N, 3) axis-angle vectors to (N, 3, 3) rotation matrices (Rodrigues' formula)."""
+    axis_angle = np.asarray(axis_angle, dtype=np.float64).reshape(-1, 3)
+    theta = np.linalg.norm(axis_angle, axis=1)
+    axis = np.divide(
+        axis_angle, theta[:, None], out=np.zeros_like(axis_angle), where=theta[:, None] > 0
+    )
+    x, y, z = axis[:, 0], axis[:, 1], axis[:, 2]
+    c, s = np.cos(theta), np.sin(theta)
+    k = 1.0 - c
+    return np.stack(
+        [
+            np.stack([c + x * x * k, x * y * k - z * s, x * z * k + y * s], axis=1),
+            np.stack([y * x * k + z * s, c + y * y * k, y * z * k - x * s], axis=1),
+            np.stack([z * x * k - y * s, z * y * k + x * s, c + z * z * k], axis=1),
+        ],
+        axis=1,
+    )
+
+
+def axis_angle_to_rot_6d(axis_angle: np.ndarray) -> np.ndarray:
+    """The 6-D rotation representation robomimic uses: the first two rows of the matrix."""
+    return axis_angle_to_matrix(axis_angle)[:, :2, :].reshape(-1, 6)
+
+
+def pose_action_dict(actions: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    """Split 7-D (or 8-D with base mode) pose actions into robomimic's action_dict keys."""
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.ndim != 2 or actions.shape[1] not in (7, 8):
+        raise ConversionError(
+            f"pose action_dict needs 7-D actions (pos, axis-angle, gripper), got {actions.shape}"
+        )
+    out = {
+        f"{prefix}pos": actions[:, :3].astype(np.float32),
+        f"{prefix}rot_axis_angle": actions[:, 3:6].astype(np.float32),
+        f"{prefix}rot_6d": axis_angle_to_rot_6d(actions[:, 3:6]).astype(np.float32),
+        "gripper": actions[:, 6:7].astype(np.float32),
+    }
+    if actions.shape[1] == 8:
+        out["base_mode"] = actions[:, 7:8].astype(np.float32)
+    return out
+
+
+# ---------------------------------------------------------------------------- conversion
+def _check_raw(df) -> list[str]:
+    demos = df.demos
+    if not demos:
+        raise ConversionError("the raw file has no demos", df.path, "/data")
+    for demo in demos:
+        for key in (C.STATES, C.ACTIONS):
+            if not df.has(demo, key):
+                raise ConversionError(f"demo has no {key}", df.path, f"/data/{demo}/{key}")
+        states, actions = df.dataset(demo, C.STATES), df.dataset(demo, C.ACTIONS)
+        if states.ndim != 2 or actions.ndim != 2 or states.shape[0] != actions.shape[0]:
+            raise ConversionError(
+                f"states {states.shape} and actions {actions.shape} differ in length",
+                df.path,
+                f"/data/{demo}",
+            )
+        if not df.demo_attrs(demo).get(C.ATTR_MODEL_FILE):
+            raise ConversionError(
+                "demo has no model_file attribute", df.path, f"/data/{demo}.attrs[model_file]"
+            )
+    return demos
+
+
+def convert_robosuite_raw(
+    raw_path: str | os.PathLike,
+    output: str | os.PathLike,
+    val_ratio: float = 0.1,
+    seed: int = 0,
+    split: bool = True,
+    action_dict: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> ConvertReport:
+    """Write the robomimic-layout version of a raw robosuite file to `output` (atomically).
+
+    Demo names are kept (robosuite numbers them from demo_1). With `split`, filter keys
+    `train`/`valid` hold a seeded `val_ratio` split. With `action_dict`, relative and
+    absolute pose actions are added (absolute ones need the simulator).
+    """
+    raw_path, output = os.fspath(raw_path), os.fspath(output)
+    if os.path.abspath(raw_path) == os.path.abspath(output):
+        raise ConversionError(
+            "the output must be a new file; the raw file is never modified", output
+        )
+    with open_dataset(raw_path) as df:
+        env_meta = env_meta_from_raw_attrs(df.data_attrs(), raw_path)
+        demos = _check_raw(df)
+        env = None
+        if action_dict:
+            from demoset.sim.factory import make_env
+
+            try:
+                env = make_env(env_meta)
+            except DemosetError as exc:
+                raise ConversionError(
+                    f"absolute actions need the simulator: {exc.message}", raw_path
+                ) from None
+        report = ConvertReport(output, 0, 0)
+        try:
+            with DatasetWriter(
+                output, env_meta=env_meta, mode="w", overwrite=overwrite, atomic=True
+            ) as writer:
+                for i, demo in enumerate(demos):
+                    states = df.read(demo, C.STATES)
+                    actions = df.read(demo, C.ACTIONS)
+                    attrs = df.demo_attrs(demo)
+                    ad = None
+                    if env is not None:
+                        ad = pose_action_dict(actions, "rel_")
+                        try:
+                            env.reset_to(
+                                {
+                                    "model": attrs[C.ATTR_MODEL_FILE],
+                                    "ep_meta": attrs.get(C.ATTR_EP_META),
+                                }
+                            )
+                            absolute = env.absolute_pose_actions(states, actions)
+                        except DemosetError as exc:
+                            raise ConversionError(exc.message, raw_path, f"/data/{demo}") from None
+                        ad.update(pose_action_dict(absolute, "abs_"))
+                        report.action_dict_keys = sorted(ad)
+                    writer.add_demo(
+                        actions=actions,
+                        states=states,
+                        model_file=attrs[C.ATTR_MODEL_FILE],
+                        ep_meta=attrs.get(C.ATTR_EP_META) or None,
+                        action_dict=ad,
+                        name=demo,
+                    )
+                    report.demos += 1
+                    report.total += len(actions)
+                    if progress is not None:
+                        progress(i + 1, len(demos))
+                if split:
+                    from demoset.masks import split_demos
+
+                    train, valid = split_demos(demos, val_ratio, seed)
+                    writer.set_filter_key("train", train)
+                    writer.set_filter_key("valid", valid)
+                    report.filter_keys = {"train": train, "valid": valid}
+        finally:
+            if env is not None:
+                env.close()
+    return report

@@ -1,0 +1,81 @@
+"""Batches: what `__getitems__` returns and the collate function that makes it free.
+
+`SequenceDataset.__getitems__(indices)` gathers the whole batch at once (one numpy gather
+per key) and returns a `SampleBatch`: a read-only sequence of per-sample dicts (so torch's
+default collate works with it unchanged, stacking them again), which also carries the
+already-collated batch in `.data`. `collate` (pass `collate_fn=demoset.loader.collate` to a
+DataLoader) turns `.data` into tensors without copying: that is the fast path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def tree_map(fn, tree):
+    """Apply `fn` to every leaf of nested dicts."""
+    if isinstance(tree, Mapping):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    return fn(tree)
+
+
+def sample_of(batch: Mapping[str, Any], i: int) -> dict:
+    """Sample `i` of a collated batch, as a dict of views (index as a Python int)."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, Mapping):
+            out[key] = sample_of(value, i)
+        elif key == "index":
+            out[key] = int(value[i])
+        else:
+            out[key] = value[i]
+    return out
+
+
+class SampleBatch(Sequence):
+    """A batch of samples: `len(b)` samples, `b[i]` one sample dict, `b.data` the collated dict."""
+
+    __slots__ = ("data", "_size")
+
+    def __init__(self, data: dict, size: int):
+        self.data = data
+        self._size = int(size)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._size))]
+        if i < 0:
+            i += self._size
+        if not 0 <= i < self._size:
+            raise IndexError(i)
+        return sample_of(self.data, i)
+
+    def __repr__(self) -> str:
+        return f"SampleBatch({self._size} samples)"
+
+
+def to_torch(tree):
+    """numpy arrays of a (nested) batch dict to torch tensors, sharing memory."""
+    import torch
+
+    def convert(x):
+        if isinstance(x, np.ndarray):
+            return torch.from_numpy(x)
+        return torch.as_tensor(x)
+
+    return tree_map(convert, tree)
+
+
+def collate(batch):
+    """DataLoader `collate_fn`: tensors from a `SampleBatch` without copying; else default collate."""
+    if isinstance(batch, SampleBatch):
+        return to_torch(batch.data)
+    from torch.utils.data import default_collate
+
+    return default_collate(batch)

@@ -1,0 +1,531 @@
+"""SequenceDataset: robomimic's sequence windows, served from flat arrays.
+
+Gives exactly the samples robomimic 0.3.0's `robomimic.utils.dataset.SequenceDataset`
+gives (same windows, padding, pad masks, goals and normalisation; see `index.py` for the
+window rules), plus robomimic's later `action_keys` / `action_config` / `demo_limit`, and
+needs no global set-up call. Instead of a dict per sample or cached overlapping windows,
+each key of the selected demos is one flat array (in shared memory, or read from the file
+per window; see `store.py`) and a batch is one vectorised gather per key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch.utils.data
+
+from demoset.errors import ConfigError, LayoutError
+from demoset.format import open_dataset
+from demoset.format.demofile import DemoFile
+from demoset.loader import stats as S
+from demoset.loader.batch import SampleBatch, sample_of
+from demoset.loader.index import WindowIndex, Windows
+from demoset.loader.store import DemoReader, FileArray, RamArray, ZeroArray
+from demoset.memory import ensure_fits, format_bytes
+
+CACHE_MODES = ("all", "low_dim", None)
+IMAGE_FORMATS = ("hwc_uint8", "chw_float")
+
+
+def is_image_like(frame_shape: tuple[int, ...]) -> bool:
+    """Per-step shape (H, W, C): camera images and depth maps (robomimic's rgb / depth)."""
+    return len(frame_shape) == 3
+
+
+def to_chw_float(x: np.ndarray) -> np.ndarray:
+    """(..., H, W, C) -> float32 (..., C, H, W); uint8 scaled to [0, 1] as robomimic's process_frame."""
+    moved = np.moveaxis(x, -1, -3)
+    out = np.empty(moved.shape, dtype=np.float32)
+    if x.dtype == np.uint8:
+        np.divide(moved, np.float32(255.0), out=out)
+    else:
+        out[...] = moved
+    return out
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Fixed-length windows of a robomimic-layout dataset, robomimic's semantics, at memory speed.
+
+    Arguments mean what robomimic's mean (robomimic's names in brackets):
+
+    path (hdf5_path); obs_keys; dataset_keys: arrays of a demo such as "actions",
+    "rewards", "dones", "states" or "action_dict/abs_pos" (float32, windowed like obs; a
+    key no demo has reads as zeros of shape (1,)); frame_stack, seq_length,
+    pad_frame_stack, pad_seq_length, get_pad_mask, goal_mode (None or "last": the goal is
+    next_obs at the last step a window may start its sequence at); cache_mode
+    (hdf5_cache_mode): "all" holds every array in shared RAM, "low_dim" everything but
+    images (per-step shape (H, W, C)), None nothing; swmr (hdf5_use_swmr): follow a file a
+    demoset writer appends to, never holding an HDF5 lock between batches;
+    normalize_obs (hdf5_normalize_obs): normalise non-image observations with
+    `get_obs_normalization_stats()`; filter_key (filter_by_attribute); load_next_obs.
+
+    Rules where robomimic 0.3.0 has none (robomimic's later versions' meaning):
+
+    - action_keys: arrays concatenated, after normalisation, into "actions" (each key also
+      stays in the sample raw, under its own name). None means ("actions",) when "actions"
+      is a dataset key, unnormalised - the same values as robomimic 0.3.0.
+    - action_config: {key: {"normalization": None | "min_max" | "gaussian"}} (other entries
+      such as "format" are ignored; a key absent from it is not normalised). See
+      `demoset.loader.stats` for the exact formulas.
+    - demo_limit: keep only the first `demo_limit` demos (numeric order, after filter_key).
+    - image_format: "hwc_uint8" returns images as stored; "chw_float" returns image-like
+      observations as float32 (C, H, W), uint8 divided by 255 (robomimic's process_frame).
+    - normalize_obs normalises obs, next_obs and goal_obs of non-image keys with the obs
+      statistics (robomimic 0.3.0 asserts unless the window has one step; values are the
+      same where it works). Image keys are never normalised.
+    - stats_cache: keep normalisation moments in a file beside the dataset (default True).
+    - progress: optional `progress(done, total)` callback while caching (frames).
+
+    Samples (`ds[i]`) are dicts of numpy arrays like robomimic's: each dataset key
+    [T, ...], "pad_mask" [T, 1] (get_pad_mask), "obs" / "next_obs" {key: [T, ...]} (with
+    "pad_mask" too), "goal_obs" {key: [...]}, "actions" and "index" (the sample index),
+    T = frame_stack - 1 + seq_length. `__getitems__` returns a `SampleBatch`; use
+    `collate_fn=demoset.loader.collate` in a DataLoader for the zero-copy path, or
+    `get_batch(indices)` for the collated numpy dict.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        obs_keys: Sequence[str],
+        dataset_keys: Sequence[str] = ("actions",),
+        action_keys: Sequence[str] | None = None,
+        action_config: Mapping | None = None,
+        frame_stack: int = 1,
+        seq_length: int = 1,
+        pad_frame_stack: bool = True,
+        pad_seq_length: bool = True,
+        get_pad_mask: bool = False,
+        goal_mode: str | None = None,
+        cache_mode: str | None = "low_dim",
+        swmr: bool = True,
+        normalize_obs: bool = False,
+        filter_key: str | None = None,
+        load_next_obs: bool = True,
+        demo_limit: int | None = None,
+        image_format: str = "hwc_uint8",
+        stats_cache: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        super().__init__()
+        self.demos: list[str] = []
+        self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        if isinstance(obs_keys, str) or isinstance(dataset_keys, str):
+            raise ConfigError("obs_keys and dataset_keys are lists of keys, not a single string")
+        self.obs_keys = tuple(obs_keys)
+        self.dataset_keys = tuple(dataset_keys)
+        if cache_mode not in CACHE_MODES:
+            raise ConfigError(f"cache_mode must be 'all', 'low_dim' or None, got {cache_mode!r}")
+        if goal_mode not in (None, "last"):
+            raise ConfigError(f"goal_mode must be None or 'last', got {goal_mode!r}")
+        if goal_mode == "last" and not load_next_obs:
+            raise ConfigError("goal_mode='last' takes the goal from next_obs; it needs load_next_obs=True")
+        if image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"image_format must be 'hwc_uint8' or 'chw_float', got {image_format!r}")
+        if demo_limit is not None and int(demo_limit) < 1:
+            raise ConfigError(f"demo_limit must be a positive number of demos, got {demo_limit}")
+        self.frame_stack = int(frame_stack)
+        self.seq_length = int(seq_length)
+        self.pad_frame_stack = bool(pad_frame_stack)
+        self.pad_seq_length = bool(pad_seq_length)
+        self.get_pad_mask = bool(get_pad_mask)
+        self.goal_mode = goal_mode
+        self.cache_mode = cache_mode
+        self.swmr = bool(swmr)
+        self.normalize_obs = bool(normalize_obs)
+        self.filter_key = filter_key
+        self.load_next_obs = bool(load_next_obs)
+        self.demo_limit = None if demo_limit is None else int(demo_limit)
+        self.image_format = image_format
+        if action_keys is None:
+            self.action_keys = ("actions",) if "actions" in self.dataset_keys else ()
+        else:
+            if isinstance(action_keys, str):
+                raise ConfigError("action_keys is a list of keys, not a single string")
+            self.action_keys = tuple(action_keys)
+        self.action_config = copy.deepcopy(dict(action_config)) if action_config else {}
+        self._action_methods = S.check_action_config(self.action_keys, self.action_config)
+        # dataset keys in the sample: the given ones, then action keys not among them
+        self._sample_keys = self.dataset_keys + tuple(k for k in self.action_keys if k not in self.dataset_keys)
+        self._stats_cache = S.StatsCache(self.path, enabled=stats_cache)
+        self._obs_stats: dict | None = None
+        self._action_stats: dict | None = None
+
+        self._reader = DemoReader(self.path, self.swmr)
+        with open_dataset(self.path, swmr=self.swmr) as df:
+            demos = self._select_demos(df)
+            if not demos:
+                where = f"filter key {filter_key!r}" if filter_key else "the file"
+                raise ConfigError(f"{where} has no demos to load", self.path)
+            lengths = df.lengths(demos)
+            self._specs = self._resolve_specs(df, demos[0])
+            self._arrays = self._plan_arrays()
+            self._lengths = np.zeros(0, dtype=np.int64)
+            self._index = WindowIndex(
+                np.zeros(0), self.frame_stack, self.seq_length, self.pad_frame_stack, self.pad_seq_length
+            )
+            self._check_memory(int(lengths.sum()), "caching")
+            self._add_demos(df, demos, lengths, progress)
+        if self.normalize_obs:
+            self._obs_stats = self._compute_obs_stats()
+        if any(m is not None for m in self._action_methods.values()):
+            self._action_stats = self._compute_action_stats()
+
+    # ------------------------------------------------------------------ set-up
+    def _select_demos(self, df: DemoFile) -> list[str]:
+        demos = df.demos_for(self.filter_key)
+        if self.demo_limit is not None:
+            demos = demos[: self.demo_limit]
+        return demos
+
+    def _resolve_specs(self, df: DemoFile, demo: str) -> dict[str, tuple[tuple[int, ...], np.dtype] | None]:
+        """Per-step shape and dtype of every array the samples need (None: a missing dataset key)."""
+        specs: dict[str, tuple[tuple[int, ...], np.dtype] | None] = {}
+        obs_info = df.obs_keys(demo)
+        missing = [k for k in self.obs_keys if k not in obs_info]
+        if missing:
+            raise LayoutError(
+                f"no observation {missing[0]!r} (observations: {', '.join(obs_info) or 'none'})",
+                self.path,
+                f"/data/{demo}/obs/{missing[0]}",
+            )
+        groups = ["obs"] + (["next_obs"] if self.load_next_obs else [])
+        if "next_obs" in groups:
+            next_info = df.next_obs_keys(demo)
+            missing = [k for k in self.obs_keys if k not in next_info]
+            if missing:
+                raise LayoutError(
+                    f"no next observation {missing[0]!r}; pass load_next_obs=False to do without",
+                    self.path,
+                    f"/data/{demo}/next_obs/{missing[0]}",
+                )
+        for group in groups:
+            for key in self.obs_keys:
+                dset = df.dataset(demo, f"{group}/{key}")
+                specs[f"{group}/{key}"] = (tuple(dset.shape[1:]), dset.dtype)
+        for key in self._sample_keys:
+            if df.has(demo, key):
+                dset = df.dataset(demo, key)
+                if dset.dtype.kind not in "biuf":
+                    raise LayoutError(f"{key!r} is not numeric ({dset.dtype})", self.path, dset.name)
+                specs[key] = (tuple(dset.shape[1:]), dset.dtype)
+            else:
+                specs[key] = None
+        for key in self.action_keys:
+            spec = specs[key]
+            if spec is not None and len(spec[0]) > 1:
+                raise ConfigError(f"action key {key!r} has per-step shape {spec[0]}; action keys must be vectors")
+        return specs
+
+    def _cached(self, key: str) -> bool:
+        spec = self._specs[key]
+        if spec is None or self.cache_mode == "all":
+            return True
+        if self.cache_mode is None:
+            return False
+        is_obs = key.startswith("obs/") or key.startswith("next_obs/")
+        return not (is_obs and is_image_like(spec[0]))
+
+    def _plan_arrays(self) -> dict:
+        arrays = {}
+        for key, spec in self._specs.items():
+            if spec is None:
+                arrays[key] = ZeroArray()
+                continue
+            shape, dtype = spec
+            if key in self._sample_keys:
+                dtype = np.dtype(np.float32) if self._cached(key) else dtype
+            if self._cached(key):
+                arrays[key] = RamArray(key, shape, dtype, 0)
+            else:
+                arrays[key] = FileArray(key, shape, dtype, self._reader)
+        return arrays
+
+    def _bytes_per_frame(self, which: str) -> int:
+        total = 0
+        for key, spec in self._specs.items():
+            if spec is None:
+                continue
+            shape, dtype = spec
+            if key in self._sample_keys:
+                dtype = np.dtype(np.float32)
+            image = (key.startswith("obs/") or key.startswith("next_obs/")) and is_image_like(shape)
+            if which == "all" or (which == "low_dim" and not image):
+                total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return total
+
+    def _check_memory(self, frames: int, what: str) -> None:
+        if self.cache_mode is None:
+            return
+        need = frames * self._bytes_per_frame(self.cache_mode)
+        suggestion = None
+        if self.cache_mode == "all":
+            low = frames * self._bytes_per_frame("low_dim")
+            suggestion = (
+                f"use cache_mode='low_dim' (needs {format_bytes(low)}) to read images from the file"
+                if low < need
+                else "use cache_mode=None to read every window from the file"
+            )
+        else:
+            suggestion = "use cache_mode=None to read every window from the file"
+        ensure_fits(need, f"{what} with cache_mode={self.cache_mode!r}", self.path, suggestion)
+
+    def _check_demo(self, df: DemoFile, demo: str, length: int) -> None:
+        """Every array the samples read must exist with the first demo's shape and enough steps."""
+        for key, spec in self._specs.items():
+            if spec is None:
+                if df.has(demo, key):
+                    raise LayoutError(
+                        f"{key!r} is in this demo but not in the first one; dataset keys must be in all demos or none",
+                        self.path,
+                        f"/data/{demo}/{key}",
+                    )
+                continue
+            if not df.has(demo, key):
+                raise LayoutError(f"no array {key!r}", self.path, f"/data/{demo}/{key}")
+            dset = df.dataset(demo, key)
+            if tuple(dset.shape[1:]) != spec[0] or dset.dtype != spec[1]:
+                raise LayoutError(
+                    f"{key!r} has per-step shape {tuple(dset.shape[1:])} {dset.dtype}, other demos "
+                    f"{spec[0]} {spec[1]}",
+                    self.path,
+                    dset.name,
+                )
+            if dset.shape[0] < length:
+                raise LayoutError(
+                    f"{key!r} has {dset.shape[0]} steps, fewer than num_samples={length}",
+                    self.path,
+                    dset.name,
+                )
+            self._reader.remember(demo, key, dset)
+
+    def _add_demos(self, df: DemoFile, demos: list[str], lengths: np.ndarray, progress=None) -> None:
+        """Check, read (cached keys) and index `demos`, appended after the current ones."""
+        index = WindowIndex(
+            np.concatenate([self._lengths, lengths]),
+            self.frame_stack,
+            self.seq_length,
+            self.pad_frame_stack,
+            self.pad_seq_length,
+            demo_names=self.demos + list(demos),
+        )
+        with self._reader.borrow(df):
+            for demo, length in zip(demos, lengths):
+                self._check_demo(df, demo, int(length))
+            total = int(lengths.sum()) * len(self._arrays)
+            done = [0]
+
+            def step(frames: int) -> None:
+                done[0] += frames
+                if progress is not None:
+                    progress(done[0], total)
+
+            for array in self._arrays.values():
+                array.append(self._reader, list(demos), lengths, step)
+        self.demos = self.demos + list(demos)
+        self._lengths = np.concatenate([self._lengths, lengths]).astype(np.int64)
+        self._index = index
+
+    # ------------------------------------------------------------------ stats
+    def _moments(self, key: str) -> S.Moments:
+        array = self._arrays[key]
+        starts = self._index.starts
+
+        def compute() -> S.Moments:
+            with self._reader.session():
+                parts = array.demo_arrays(self._reader, self.demos, self._lengths, starts)
+                return S.compute_moments(parts)
+
+        return self._stats_cache.get(key, self.demos, self._lengths, compute)
+
+    def _normalized_obs_keys(self) -> list[str]:
+        return [k for k in self.obs_keys if not is_image_like(self._specs[f"obs/{k}"][0])]
+
+    def _compute_obs_stats(self) -> dict:
+        return S.obs_normalization_stats({k: self._moments(f"obs/{k}") for k in self._normalized_obs_keys()})
+
+    def _compute_action_stats(self) -> dict:
+        return S.action_normalization_stats(self.action_moments(), self._action_methods)
+
+    def action_moments(self) -> dict[str, S.Moments]:
+        """Exact moments of each action key over the selected demos (as (N, D) vectors)."""
+        out = {}
+        for key in self.action_keys:
+            if self._specs[key] is None:
+                zero = np.zeros(1)
+                out[key] = S.Moments(int(self._lengths.sum()), zero, zero.copy(), zero.copy(), zero.copy())
+                continue
+            m = self._moments(key)
+            out[key] = S.Moments(m.n, *(np.atleast_1d(a) for a in (m.mean, m.m2, m.min, m.max)))
+        return out
+
+    def get_obs_normalization_stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """{obs key: {"mean": [1, ...], "std": [1, ...]}} of the non-image obs keys (robomimic's)."""
+        if self._obs_stats is None:
+            self._obs_stats = self._compute_obs_stats()
+        return copy.deepcopy(self._obs_stats)
+
+    def set_obs_normalization_stats(self, stats: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Use given observation statistics (e.g. the training set's for a validation set)."""
+        self._obs_stats = {
+            k: {"mean": np.asarray(v["mean"]), "std": np.asarray(v["std"])} for k, v in stats.items()
+        }
+
+    def get_action_normalization_stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """{action key: {"scale": [1, D], "offset": [1, D]}}: normalized = (raw - offset) / scale."""
+        if self._action_stats is None:
+            self._action_stats = self._compute_action_stats()
+        return copy.deepcopy(self._action_stats)
+
+    def set_action_normalization_stats(self, stats: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Use given action statistics (MetaDataset shares one set across its datasets)."""
+        self._action_stats = {
+            k: {"scale": np.asarray(v["scale"], dtype=np.float32), "offset": np.asarray(v["offset"], dtype=np.float32)}
+            for k, v in stats.items()
+        }
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def total_num_sequences(self) -> int:
+        return len(self._index)
+
+    @property
+    def num_demos(self) -> int:
+        return len(self.demos)
+
+    @property
+    def n_demos(self) -> int:
+        """robomimic's name for num_demos."""
+        return len(self.demos)
+
+    @property
+    def demo_lengths(self) -> dict[str, int]:
+        return dict(zip(self.demos, (int(n) for n in self._lengths)))
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of arrays held in RAM (shared memory)."""
+        return int(sum(a.nbytes for a in self._arrays.values() if isinstance(a, RamArray)))
+
+    def __repr__(self) -> str:
+        return (
+            f"SequenceDataset(path={self.path!r}, obs_keys={self.obs_keys}, seq_length={self.seq_length}, "
+            f"frame_stack={self.frame_stack}, filter_key={self.filter_key!r}, cache_mode={self.cache_mode!r}, "
+            f"num_demos={self.num_demos}, num_sequences={len(self)})"
+        )
+
+    # ------------------------------------------------------------------ fetching
+    def _obs_group(self, group: str, win: Windows) -> dict[str, np.ndarray]:
+        out = {}
+        for key in self.obs_keys:
+            out[key] = self._finish_obs(key, self._arrays[f"{group}/{key}"].gather_windows(win))
+        if self.get_pad_mask:
+            out["pad_mask"] = win.valid[..., None]
+        return out
+
+    def _finish_obs(self, key: str, x: np.ndarray) -> np.ndarray:
+        if self.normalize_obs and self._obs_stats is not None and key in self._obs_stats:
+            stats = self._obs_stats[key]
+            x = (x - stats["mean"]) / stats["std"]
+        elif self.image_format == "chw_float" and is_image_like(self._specs[f"obs/{key}"][0]):
+            x = to_chw_float(x)
+        return x
+
+    def _actions(self, out: dict) -> np.ndarray:
+        stats = self._action_stats  # None when no key is normalised and none were set
+        parts = []
+        for key in self.action_keys:
+            x = out[key]
+            if x.ndim == 2:
+                x = x[..., None]
+            if stats is not None:
+                x = (x - stats[key]["offset"][0]) / stats[key]["scale"][0]
+            parts.append(x)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts, axis=-1)
+
+    def get_batch(self, indices) -> dict:
+        """The collated batch of samples `indices` as a dict of numpy arrays ([B, T, ...])."""
+        ids = self._index.check_indices(indices)
+        win = self._index.windows(ids)
+        out: dict = {}
+        with self._reader.session():
+            for key in self._sample_keys:
+                x = self._arrays[key].gather_windows(win)
+                out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
+            if self.get_pad_mask:
+                out["pad_mask"] = win.valid[..., None]
+            out["obs"] = self._obs_group("obs", win)
+            if self.load_next_obs:
+                out["next_obs"] = self._obs_group("next_obs", win)
+            if self.goal_mode == "last":
+                goal = {}
+                for key in self.obs_keys:
+                    x = self._arrays[f"next_obs/{key}"].gather_frames(win.goal, win.demo, win.goal_step)
+                    goal[key] = self._finish_obs(key, x)
+                if self.get_pad_mask:
+                    goal["pad_mask"] = np.ones((win.size, 1), dtype=bool)
+                out["goal_obs"] = goal
+        if self.action_keys:
+            out["actions"] = self._actions(out)
+        out["index"] = ids
+        return out
+
+    def __getitem__(self, index) -> dict:
+        if isinstance(index, (list, tuple, np.ndarray)):
+            return self.get_batch(index)
+        return sample_of(self.get_batch([int(index)]), 0)
+
+    def __getitems__(self, indices) -> SampleBatch:
+        """Gather a whole batch at once (torch's DataLoader calls this with a batch of indices)."""
+        data = self.get_batch(indices)
+        return SampleBatch(data, len(data["index"]))
+
+    # ------------------------------------------------------------------ follow mode
+    def refresh(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Pick up demos appended to the file since the last look; returns how many were added.
+
+        New demos (of the filter key when one is set, up to demo_limit) are appended after
+        the current ones; demos are never removed. Normalisation statistics are kept as they
+        are. DataLoader workers started before the refresh keep the old demos until they are
+        started again (each epoch, unless persistent_workers=True).
+        """
+        self._reader.close()  # a handle kept open would not see the new demos
+        self._reader.check_identity()
+        with open_dataset(self.path, swmr=self.swmr) as df:
+            known = set(self.demos)
+            demos = [d for d in df.demos_for(self.filter_key) if d not in known]
+            if self.demo_limit is not None:
+                demos = demos[: max(self.demo_limit - len(self.demos), 0)]
+            if not demos:
+                return 0
+            lengths = df.lengths(demos)
+            self._check_memory(int(self._lengths.sum() + lengths.sum()), "refresh")
+            self._add_demos(df, demos, lengths, progress)
+        return len(demos)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Close file handles (cached arrays are freed when the dataset is garbage-collected)."""
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+    def __enter__(self) -> SequenceDataset:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

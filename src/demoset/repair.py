@@ -1,0 +1,284 @@
+"""repair(path, out): copy every complete, readable demo of a damaged dataset into a new file.
+
+What is dropped, and why it is safe to drop:
+- demos under `/demoset_staging`: a writer was interrupted before the demo was complete,
+  so no reader ever saw it under `/data`;
+- demos (and filter keys) that cannot be read to the last byte, that link outside the
+  file (external links, virtual datasets from other files), or that are not groups.
+
+Everything else is copied as HDF5 stores it (chunks, compression and attributes kept);
+`data/total` is recomputed, a missing `num_samples` is filled in from `actions`, and filter
+keys are restricted to the demos kept. The original is opened read-only and never
+changed; the output is written under a hidden temporary name and renamed into place, so
+it is complete under its name or absent.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import h5py
+import numpy as np
+
+from demoset.errors import DemosetError, LayoutError, WriteError
+from demoset.format import constants as C
+from demoset.format.demofile import _attr_int
+from demoset.format.h5io import (
+    check_dataset_safe,
+    check_link_safe,
+    is_enospc,
+    open_h5,
+    same_file,
+)
+
+Progress = Callable[[int, int], None]
+
+READ_BLOCK_BYTES = 64 * 1024 * 1024
+"""Largest block read at once while checking that an array is readable."""
+
+_READ_ERRORS = (OSError, RuntimeError, ValueError, TypeError, KeyError, DemosetError)
+
+
+@dataclass
+class RepairReport:
+    """What `repair` kept and dropped."""
+
+    source: str
+    output: str
+    kept: list[str] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (HDF5 path, why)
+    fixed: list[tuple[str, str]] = field(default_factory=list)  # (HDF5 path, what changed)
+    filter_keys: dict[str, int] = field(default_factory=dict)  # name -> demos kept
+    total: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, DemosetError) else str(exc)
+    text = text.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_readable(group: h5py.Group, path: str) -> None:
+    """Read every array and attribute under `group`; raise on the first that fails."""
+    for key in group.attrs.keys():
+        group.attrs[key]
+    for name in list(group.keys()):
+        check_link_safe(group, name, path)
+        obj = group.get(name)
+        if obj is None:
+            raise LayoutError("dangling link", path, f"{group.name}/{name}")
+        if isinstance(obj, h5py.Group):
+            _check_readable(obj, path)
+            continue
+        if not isinstance(obj, h5py.Dataset):
+            raise LayoutError("neither a group nor an array", path, f"{group.name}/{name}")
+        check_dataset_safe(obj, path)
+        for key in obj.attrs.keys():
+            obj.attrs[key]
+        if obj.shape is None or obj.ndim == 0:
+            obj[()]
+            continue
+        row_bytes = obj.dtype.itemsize * int(np.prod(obj.shape[1:], dtype=np.int64) or 1)
+        rows = max(1, READ_BLOCK_BYTES // max(row_bytes, 1))
+        if row_bytes > READ_BLOCK_BYTES:
+            raise LayoutError(
+                f"one step holds {row_bytes} bytes; too large to check", path, obj.name
+            )
+        for start in range(0, obj.shape[0], rows):
+            obj[start : start + rows]
+
+
+def _demo_length(group: h5py.Group) -> tuple[int | None, int | None]:
+    """(num_samples attribute or None, length of actions or None)."""
+    num = _attr_int(group.attrs[C.ATTR_NUM_SAMPLES]) if C.ATTR_NUM_SAMPLES in group.attrs else None
+    actions = group.get(C.ACTIONS)
+    n_actions = (
+        int(actions.shape[0])
+        if isinstance(actions, h5py.Dataset) and actions.shape and actions.ndim >= 1
+        else None
+    )
+    return num, n_actions
+
+
+def _listing(group: h5py.Group, path: str) -> list[str]:
+    try:
+        return list(group.keys())
+    except _READ_ERRORS as exc:
+        raise LayoutError(f"cannot list the group ({_first_line(exc)})", path, group.name) from None
+
+
+def repair(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> RepairReport:
+    """Write `out` with every complete demo of `path`; returns what was kept and dropped.
+
+    Raises LayoutError when `path` has no readable `data` group (nothing to salvage) and
+    WriteError when `out` cannot be written; `path` is never modified.
+    """
+    path, out = os.fspath(path), os.fspath(out)
+    if os.path.exists(out) and not overwrite:
+        raise WriteError("output exists; pass --overwrite to replace it", out)
+    if os.path.exists(out) and os.path.exists(path) and same_file(path, out):
+        raise WriteError("output is the damaged file itself; choose another output path", out)
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise WriteError(f"directory {directory} does not exist", out)
+    report = RepairReport(source=path, output=out)
+    src = open_h5(path, "r")
+    try:
+        _repair_into(src, path, out, directory, report, progress)
+    finally:
+        src.close()
+    return report
+
+
+def _repair_into(
+    src: h5py.File,
+    path: str,
+    out: str,
+    directory: str,
+    report: RepairReport,
+    progress: Progress | None,
+) -> None:
+    try:
+        top = _listing(src, path)
+        if C.DATA_GROUP not in top:
+            raise LayoutError("no 'data' group: nothing to repair", path, "/data")
+        check_link_safe(src, C.DATA_GROUP, path)
+        data = src[C.DATA_GROUP]
+    except DemosetError:
+        raise
+    except _READ_ERRORS as exc:
+        raise LayoutError(f"cannot open ({_first_line(exc)})", path, "/data") from None
+    if not isinstance(data, h5py.Group):
+        raise LayoutError("'data' is not a group: nothing to repair", path, "/data")
+    demos = C.sorted_demos(_listing(data, path))
+    for name in top:
+        if name == C.STAGING_GROUP:
+            try:
+                staged = C.sorted_demos(src[C.STAGING_GROUP].keys())
+            except _READ_ERRORS:
+                staged = []
+            for demo in staged or ["(unreadable)"]:
+                report.dropped.append(
+                    (f"/{C.STAGING_GROUP}/{demo}", "incomplete: a writer was interrupted")
+                )
+        elif name not in (C.DATA_GROUP, C.MASK_GROUP):
+            report.dropped.append((f"/{name}", "not part of the robomimic layout"))
+
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(out)}.", suffix=".partial", dir=directory
+        )
+    except OSError as exc:
+        raise WriteError(f"cannot create the output ({exc.strerror or exc})", out) from None
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as dst:
+            dst_data = dst.create_group(C.DATA_GROUP)
+            _copy_attrs(data, dst_data, report, skip=(C.ATTR_TOTAL,))
+            for i, demo in enumerate(demos):
+                _copy_demo(src, data, demo, dst_data, path, report)
+                if progress:
+                    progress(i + 1, len(demos))
+            dst_data.attrs[C.ATTR_TOTAL] = report.total
+            if C.MASK_GROUP in top:
+                _copy_masks(src, dst, path, set(report.kept), report)
+        os.replace(tmp, out)
+    except OSError as exc:
+        if is_enospc(exc):
+            raise WriteError("no space left on device; nothing was written", out) from None
+        raise WriteError(f"write failed ({_first_line(exc)}); nothing was written", out) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _copy_attrs(src: h5py.HLObject, dst: h5py.HLObject, report: RepairReport, skip=()) -> None:
+    try:
+        keys = list(src.attrs.keys())
+    except _READ_ERRORS as exc:
+        report.dropped.append((f"{src.name} attributes", _first_line(exc)))
+        return
+    for key in keys:
+        if key in skip:
+            continue
+        try:
+            dst.attrs[key] = src.attrs[key]
+        except _READ_ERRORS as exc:
+            report.dropped.append((f"{src.name}.attrs[{key}]", _first_line(exc)))
+
+
+def _copy_demo(
+    src: h5py.File,
+    data: h5py.Group,
+    demo: str,
+    dst_data: h5py.Group,
+    path: str,
+    report: RepairReport,
+) -> None:
+    h5path = f"/{C.DATA_GROUP}/{demo}"
+    try:
+        check_link_safe(data, demo, path)
+        grp = data.get(demo)
+        if not isinstance(grp, h5py.Group):
+            raise LayoutError("not a group", path, h5path)
+        _check_readable(grp, path)
+        num, n_actions = _demo_length(grp)
+    except _READ_ERRORS as exc:
+        report.dropped.append((h5path, f"unreadable: {_first_line(exc)}"))
+        return
+    if num is None and n_actions is None:
+        report.dropped.append((h5path, "no actions and no num_samples"))
+        return
+    try:
+        src.copy(grp, dst_data, name=demo)
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        report.dropped.append((h5path, f"cannot copy: {_first_line(exc)}"))
+        if demo in dst_data:
+            del dst_data[demo]
+        return
+    if num is None:
+        dst_data[demo].attrs[C.ATTR_NUM_SAMPLES] = n_actions
+        report.fixed.append((h5path, f"num_samples set to {n_actions} (length of actions)"))
+        num = n_actions
+    report.kept.append(demo)
+    report.total += max(int(num), 0)
+
+
+def _copy_masks(
+    src: h5py.File, dst: h5py.File, path: str, kept: set[str], report: RepairReport
+) -> None:
+    try:
+        check_link_safe(src, C.MASK_GROUP, path)
+        mask = src[C.MASK_GROUP]
+        names = sorted(mask.keys()) if isinstance(mask, h5py.Group) else []
+    except _READ_ERRORS as exc:
+        report.dropped.append((f"/{C.MASK_GROUP}", f"unreadable: {_first_line(exc)}"))
+        return
+    dst_mask = dst.create_group(C.MASK_GROUP)
+    for name in names:
+        h5path = f"/{C.MASK_GROUP}/{name}"
+        try:
+            check_link_safe(mask, name, path)
+            dset = mask[name]
+            if not isinstance(dset, h5py.Dataset):
+                raise LayoutError("not an array", path, h5path)
+            check_dataset_safe(dset, path)
+            values = np.atleast_1d(dset[()]).tolist()
+            demos = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+        except (*_READ_ERRORS, UnicodeDecodeError) as exc:
+            report.dropped.append((h5path, f"unreadable: {_first_line(exc)}"))
+            continue
+        demos = [d for d in demos if d in kept]
+        dst_mask.create_dataset(name, data=np.array([d.encode() for d in demos], dtype="S"))
+        report.filter_keys[name] = len(demos)
