@@ -45,7 +45,20 @@ def make_dataset(workdir: str, demos: int) -> str:
     converted = os.path.join(workdir, "lift_states.hdf5")
     low_dim = os.path.join(workdir, "lift_low_dim.hdf5")
     if not os.path.exists(raw):
-        run([*DEMOSET, "collect", "--env", "Lift", "--robot", "Panda", "--demos", str(demos), "--out", raw])
+        run(
+            [
+                *DEMOSET,
+                "collect",
+                "--env",
+                "Lift",
+                "--robot",
+                "Panda",
+                "--demos",
+                str(demos),
+                "--out",
+                raw,
+            ]
+        )
     if not os.path.exists(converted):
         run([*DEMOSET, "convert", "robosuite", raw, "--out", converted])
     if not os.path.exists(low_dim):
@@ -120,7 +133,9 @@ def plot(history: list[dict], curve: list[dict], final: dict, png: str, title: s
     ax1.set_title("loss")
     ax1.grid(alpha=0.3)
     xs = [c["minutes"] for c in curve]
-    ax2.plot(xs, [100 * c["success_rate"] for c in curve], "o-", color="tab:green", label="checkpoints")
+    ax2.plot(
+        xs, [100 * c["success_rate"] for c in curve], "o-", color="tab:green", label="checkpoints"
+    )
     ax2.plot(
         [final["minutes"]],
         [100 * final["success_rate"]],
@@ -144,19 +159,25 @@ def plot(history: list[dict], curve: list[dict], final: dict, png: str, title: s
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", help="a low-dim Lift dataset (default: make one in --workdir)")
     p.add_argument("--workdir", default="/tmp/demoset_train_lift")
     p.add_argument("--demos", type=int, default=100)
     p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
     p.add_argument("--episodes", type=int, default=50, help="rollouts of the final checkpoint")
-    p.add_argument("--curve-episodes", type=int, default=20, help="rollouts per intermediate checkpoint")
+    p.add_argument(
+        "--curve-episodes", type=int, default=20, help="rollouts per intermediate checkpoint"
+    )
     p.add_argument("--horizon", type=int, default=400)
     p.add_argument("--hidden-dim", type=int, default=400)
     p.add_argument("--gmm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--save-every", type=int, default=20, help="epochs between curve checkpoints")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --workdir")
     p.add_argument("--png", default=os.path.join(ROOT, "docs", "img", "train_lift_curve.png"))
     p.add_argument("--json-out", default=None, help="also write the summary here")
@@ -184,13 +205,26 @@ def main() -> int:
 
     curve = []
     models = os.path.join(result.run_dir, "models")
-    for path in sorted(glob.glob(os.path.join(models, "model_epoch_*.pth")), key=lambda s: int(re.findall(r"\d+", os.path.basename(s))[0])):
+    for path in sorted(
+        glob.glob(os.path.join(models, "model_epoch_*.pth")),
+        key=lambda s: int(re.findall(r"\d+", os.path.basename(s))[0]),
+    ):
         epoch = int(re.findall(r"\d+", os.path.basename(path))[0])
         if epoch not in minutes_at:
             continue
         s = evaluate(path, args.curve_episodes, args.horizon, EVAL_SEED + epoch)
-        curve.append({"epoch": epoch, "minutes": minutes_at[epoch], "success_rate": s["success_rate"], "episodes": s["episodes"]})
-        print(f"checkpoint epoch {epoch}: success {100 * s['success_rate']:.0f}% of {s['episodes']}", flush=True)
+        curve.append(
+            {
+                "epoch": epoch,
+                "minutes": minutes_at[epoch],
+                "success_rate": s["success_rate"],
+                "episodes": s["episodes"],
+            }
+        )
+        print(
+            f"checkpoint epoch {epoch}: success {100 * s['success_rate']:.0f}% of {s['episodes']}",
+            flush=True,
+        )
     final_eval = evaluate(result.last_checkpoint, args.episodes, args.horizon, EVAL_SEED)
     last_epoch = hist[-1]["epoch"] if hist else 0
     final = {
@@ -208,8 +242,14 @@ def main() -> int:
         "gradient_steps": result.steps_done,
         "training_minutes": train_s / 60.0,
         "wall_minutes_including_setup": wall / 60.0,
-        "samples_per_s": sum(h["train"]["steps"] for h in hist) * cfg["train"]["batch_size"] / train_s if train_s else 0.0,
-        "data_wait_fraction_of_step_time": data_s / (data_s + compute_s) if data_s + compute_s else 0.0,
+        "samples_per_s": sum(h["train"]["steps"] for h in hist)
+        * cfg["train"]["batch_size"]
+        / train_s
+        if train_s
+        else 0.0,
+        "data_wait_fraction_of_step_time": data_s / (data_s + compute_s)
+        if data_s + compute_s
+        else 0.0,
         "final_success_rate": final_eval["success_rate"],
         "final_episodes": final_eval["episodes"],
         "final_mean_length": final_eval["mean_length"],

@@ -191,15 +191,15 @@ def main():
 
     elif kind == "steps":
         template = spec["template"]
-        target = 1
-        while target < 5000:
+
+        def attempt(target):
             d = os.path.join(work, f"s{target}")
             os.makedirs(d, exist_ok=True)
             path, log = os.path.join(d, "demos.hdf5"), os.path.join(d, "log.txt")
             with open(template, "rb") as src, open(path, "wb") as dst:
                 dst.write(src.read())
 
-            def fn(fd, path=path, target=target):
+            def fn(fd):
                 state = arm_kill_at(target)
                 if spec["op"] == "append":
                     w = DatasetWriter(path, mode="a")
@@ -212,14 +212,17 @@ def main():
                     state["armed"] = True
                     create_filter_key(path, "train", ["demo_2", "demo_0"], overwrite=True)
                     state["armed"] = False
-                log_line(fd, "op_done")
+                log_line(fd, f"op_done {state['n']}")
 
             pid, r = run_child(fn, log)
             status = wait_done(pid, r)
-            results.append({"target": target, "path": path, "log": log, "status": status})
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-                break
-            target += 1
+            return {"target": target, "path": path, "log": log, "status": status}
+
+        dry = attempt(0)
+        calls = int(open(dry["log"]).read().split()[1])
+        # every write near the commit, and every few writes of the demo's arrays before it
+        targets = sorted(set(range(1, calls + 1, 7)) | set(range(max(1, calls - 40), calls + 1)))
+        results = [attempt(t) for t in targets] + [dry]
 
     elif kind == "masks":
         ops = spec["ops"]
@@ -313,11 +316,20 @@ def file_digest(path: str) -> str:
 
 
 def demo_digests(path: str) -> dict[str, str]:
-    """{demo: checksum of every array as read back} for a dataset."""
+    """{demo: checksum of every array as read back}, read with plain h5py (not demoset)."""
+    import h5py
+
     out = {}
-    with open_dataset(path) as df:
-        for demo in df.demos:
-            out[demo] = digest({key: df.read(demo, key) for key in df.array_keys(demo)})
+    with h5py.File(path, "r") as f:
+        data = f["data"]
+        for demo in sorted(data, key=lambda name: int(name.split("_")[1])):
+            arrays = {}
+            data[demo].visititems(
+                lambda name, obj, arrays=arrays: (
+                    arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+                )
+            )
+            out[demo] = digest(arrays)
     return out
 
 
@@ -325,10 +337,14 @@ def expected_digest(demo: str) -> str:
     return digest(demo_data(int(demo.split("_")[1])))
 
 
-def check_after_kill(path: str, logged: dict[str, str], out: str) -> list[str]:
+def check_after_kill(
+    path: str, logged: dict[str, str], out: str, validate_output: bool = True
+) -> list[str]:
     """Everything promised after a kill; returns the demos the file holds."""
-    held = demo_digests(path)  # opens the file: finishes a commit the kill interrupted
+    with open_dataset(path):  # finishes a commit the kill interrupted, if any
+        pass
     assert pending_journal(path) is None
+    held = demo_digests(path)
     assert list(held) == [f"demo_{i}" for i in range(len(held))]
     for demo, checksum in logged.items():
         assert held.get(demo) == checksum, f"completed {demo} lost or changed"
@@ -342,14 +358,15 @@ def check_after_kill(path: str, logged: dict[str, str], out: str) -> list[str]:
     assert file_digest(path) == before
     assert report.kept == list(held)
     assert all(h5path.startswith("/demoset_staging") for h5path, _ in report.dropped)
-    assert [f for f in validate(out) if f.code != "no_demos"] == []
+    if validate_output:
+        assert [f for f in validate(out) if f.code != "no_demos"] == []
     assert demo_digests(out) == held
     return list(held)
 
 
 # --------------------------------------------------------------------------- tests
 def test_writer_killed_at_50_random_moments(tmp_path):
-    results = run_driver({"kind": "append", "dir": str(tmp_path), "trials": 50, "demos": 12})
+    results = run_driver({"kind": "append", "dir": str(tmp_path), "trials": 50, "demos": 6})
     assert len(results) == 50
     killed_mid_write = 0
     for res in results:
@@ -358,7 +375,9 @@ def test_writer_killed_at_50_random_moments(tmp_path):
         if not os.path.exists(res["path"]):
             assert not logged, "demos were reported written but the file is gone"
             continue
-        held = check_after_kill(res["path"], logged, res["path"] + ".repaired")
+        held = check_after_kill(
+            res["path"], logged, res["path"] + ".repaired", validate_output=res["trial"] % 5 == 0
+        )
         if "closed" not in lines:
             killed_mid_write += 1
         if "closed" in lines:
@@ -375,11 +394,13 @@ def test_killed_before_each_write_of_a_commit(tmp_path, op):
         w.set_filter_key("train", ["demo_0", "demo_1"])
     results = run_driver({"kind": "steps", "dir": str(tmp_path), "template": template, "op": op})
     assert len(results) > 5, "the operation should take several writes"
-    assert "op_done" in read_log(results[-1]["log"])
+    assert read_log(results[-1]["log"])[0].startswith("op_done")
     outcomes = set()
+    before = demo_digests(template)
     for res in results[:-1]:
         assert res["status"] == signal.SIGKILL, res
-        before = demo_digests(template)
+        with open_dataset(res["path"]):  # finishes an interrupted commit
+            pass
         held = demo_digests(res["path"])
         assert pending_journal(res["path"]) is None
         assert {d: held[d] for d in before} == before
@@ -429,9 +450,9 @@ def test_filter_key_edits_killed_mid_edit(tmp_path):
     )
     for res in results:
         done = sum(1 for line in read_log(res["log"]) if line.startswith("op "))
+        keys = list_filter_keys(res["path"])  # opens through demoset first: finishes a commit
         assert demo_digests(res["path"]) == originals
         assert validate(res["path"]) == []
-        keys = list_filter_keys(res["path"])
         allowed = [states[done]] + ([states[done + 1]] if done + 1 < len(states) else [])
         assert keys in allowed, (done, keys)
 
@@ -492,11 +513,13 @@ def test_new_file_commands_killed_leave_output_complete_or_absent(tmp_path, what
 
 
 def test_cli_commands_killed_leave_output_complete_or_absent(tmp_path):
-    """`demoset subset`, `merge` and `convert d4rl` killed mid-run: output whole or absent."""
+    """`demoset subset`, `merge` and `convert d4rl` killed mid-write: output whole or absent."""
     import random
     import time
 
     import h5py
+
+    from demoset.convert.d4rl import convert_d4rl
 
     a = _make_source(tmp_path, "a.hdf5", 60)
     b = _make_source(tmp_path, "b.hdf5", 60, first=60)
@@ -510,28 +533,44 @@ def test_cli_commands_killed_leave_output_complete_or_absent(tmp_path):
         f["terminals"] = (np.arange(steps) % 200 == 199).astype(bool)
         f["timeouts"] = np.zeros(steps, dtype=bool)
     sources = {p: file_digest(p) for p in (a, b, d4rl)}
+    references = {
+        "subset": lambda out: subset(a, out, filter_key="train"),
+        "merge": lambda out: merge([a, b], out),
+        "d4rl": lambda out: convert_d4rl(d4rl, out),
+    }
     commands = {
         "subset": ["subset", a, "--filter-key", "train", "--out"],
         "merge": ["merge", a, b, "--out"],
         "d4rl": ["convert", "d4rl", d4rl, "--out"],
     }
     random.seed(1)
-    base = [sys.executable, "-m", "demoset.cli.main"]
     for name, args in commands.items():
         reference = str(tmp_path / f"{name}_reference.hdf5")
-        start = time.monotonic()
-        subprocess.run([*base, *args, reference], check=True, capture_output=True, timeout=120)
-        full = time.monotonic() - start
-        for k in range(3):
-            out = str(tmp_path / f"{name}_{k}.hdf5")
+        references[name](reference)
+        for k in range(2):
+            work = tmp_path / f"{name}_{k}"
+            work.mkdir()
+            out = str(work / "out.hdf5")
             proc = subprocess.Popen(
-                [*base, *args, out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                [sys.executable, "-m", "demoset.cli.main", *args, out],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            time.sleep(random.uniform(0.3, 1.0) * full)
+            deadline = time.monotonic() + 60
+            while not any(p.name.endswith(".partial") for p in work.iterdir()):
+                assert proc.poll() is None or os.path.exists(out), "finished without output"
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.002)
+            time.sleep(random.uniform(0.0, 0.05))  # kill while the output is being written
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             if os.path.exists(out):
                 assert demo_digests(out) == demo_digests(reference)
                 assert validate(out) == validate(reference)
+            assert [p.name for p in work.iterdir() if not p.name.endswith(".partial")] in (
+                [],
+                ["out.hdf5"],
+            )
     for p, checksum in sources.items():
         assert file_digest(p) == checksum

@@ -24,7 +24,7 @@ from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
 from demoset.loader import MetaDataset, SequenceDataset, collate, stats
 from demoset.loader.batch import SampleBatch
-from demoset.loader.store import FileArray, RamArray
+from demoset.loader.store import FileArray, PackedKey, PackedRam, RamArray
 
 LOW_DIM = {"robot0_eef_pos": 3, "object": 10}
 IMAGE_KEYS = ["agentview_image", "robot0_eye_in_hand_image"]
@@ -237,7 +237,7 @@ def test_every_storage_layout_reads_the_same_from_file_and_ram(tmp_path):
     low = SequenceDataset(path, keys, cache_mode="low_dim", **common)
     kinds = {k: type(low._arrays[f"obs/{k}"]) for k in keys}
     assert kinds["depth"] is FileArray and kinds["gzip_image"] is FileArray
-    assert kinds["bigendian"] is RamArray and kinds["chunked_low"] is RamArray
+    assert kinds["bigendian"] is PackedKey and kinds["chunked_low"] is PackedKey  # low-dim: packed in RAM
     assert_tree_equal(low.get_batch(ids), ram.get_batch(ids))
 
 
@@ -339,6 +339,8 @@ def test_caching_that_would_not_fit_is_refused_with_the_figure(image_file, monke
     text = str(err.value)
     assert "img.hdf5" in text and "needs" in text and "KB" in text
     assert "cache_mode='low_dim'" in text
+    SequenceDataset(image_file, OBS_KEYS, cache_mode="low_dim").close()  # that one fits
+    monkeypatch.setattr(demoset.memory, "available_bytes", lambda: 2_000)
     with pytest.raises(InsufficientMemoryError, match="cache_mode=None"):
         SequenceDataset(image_file, OBS_KEYS, cache_mode="low_dim")
     ds = SequenceDataset(image_file, OBS_KEYS, cache_mode=None)  # holds nothing: no check
@@ -350,7 +352,9 @@ def test_cached_bytes_are_the_selected_arrays(image_file):
     frames = int(sum(ds.demo_lengths.values()))
     per_frame = 2 * (3 + 10) * 4 + 2 * 2 * 16 * 16 * 3 + (7 + 1) * 4
     assert ds.cached_bytes == frames * per_frame
-    assert all(a._owner.is_shared() for a in ds._arrays.values() if isinstance(a, RamArray))
+    stores = [s for s in ds._stores if isinstance(s, (RamArray, PackedRam))]
+    assert len(stores) == 5  # four image arrays and one pack of the low-dim keys
+    assert all(s._owner.is_shared() for s in stores)
 
 
 # ---------------------------------------------------------------------------- MetaDataset

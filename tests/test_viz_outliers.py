@@ -141,7 +141,7 @@ def test_report_flags_exactly_the_crafted_outliers(tmp_path):
     html = (tmp_path / "odd.html").read_text()
     for demo, _kind in CRAFTED:
         assert demo in html
-    assert "dims 6 skipped" in html  # the gripper dimension was recognised, not flagged
+    assert "dim 6 skipped" in html  # the gripper dimension was recognised, not flagged
     assert html.count('class="thumb"') == 2  # frames shown for the black and frozen runs
 
 

@@ -20,6 +20,7 @@ from demoset.errors import DemoNotFoundError, DemosetError, LayoutError, WriteEr
 from demoset.format import constants as C
 from demoset.format.demofile import open_dataset
 from demoset.format.h5io import is_enospc, same_file
+from demoset.format.journal import GuardedFile
 
 Progress = Callable[[int, int], None]
 
@@ -49,10 +50,14 @@ class _AtomicOutput:
             ) from None
         os.close(fd)
         self.h5: h5py.File | None = None
+        self.guard: GuardedFile | None = None
 
     def __enter__(self) -> h5py.File:
         try:
-            self.h5 = h5py.File(self.tmp, "w")
+            # GuardedFile keeps a full disk's I/O errors away from HDF5 (which can crash
+            # on them) and reports them at close; see demoset.format.journal.
+            self.guard = GuardedFile(self.tmp, create=True)
+            self.h5 = h5py.File(self.guard, "w")
         except OSError as exc:
             os.unlink(self.tmp)
             raise WriteError(
@@ -64,6 +69,10 @@ class _AtomicOutput:
         try:
             if self.h5 is not None:
                 self.h5.close()
+            if self.guard is not None:
+                if exc_type is None:
+                    self.guard.sync()
+                self.guard.close()
             if exc_type is None:
                 os.replace(self.tmp, self.out)
                 return False
@@ -73,6 +82,8 @@ class _AtomicOutput:
             raise _write_error(err, self.out) from None
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+        if self.guard is not None and self.guard.error is not None:
+            raise _write_error(self.guard.error, self.out) from None
         if (
             exc_type is not None
             and issubclass(exc_type, OSError)

@@ -33,6 +33,7 @@ from demoset.format.h5io import (
     open_h5,
     same_file,
 )
+from demoset.format.journal import GuardedFile
 
 Progress = Callable[[int, int], None]
 
@@ -182,23 +183,32 @@ def _repair_into(
     except OSError as exc:
         raise WriteError(f"cannot create the output ({exc.strerror or exc})", out) from None
     os.close(fd)
+    guard = None
     try:
-        with h5py.File(tmp, "w") as dst:
+        # GuardedFile keeps a full disk's errors away from HDF5 and raises them here.
+        guard = GuardedFile(tmp, create=True)
+        with h5py.File(guard, "w") as dst:
             dst_data = dst.create_group(C.DATA_GROUP)
             _copy_attrs(data, dst_data, report, skip=(C.ATTR_TOTAL,))
             for i, demo in enumerate(demos):
                 _copy_demo(src, data, demo, dst_data, path, report)
+                guard.raise_if_failed()
                 if progress:
                     progress(i + 1, len(demos))
             dst_data.attrs[C.ATTR_TOTAL] = report.total
             if C.MASK_GROUP in top:
                 _copy_masks(src, dst, path, set(report.kept), report)
+        guard.sync()
         os.replace(tmp, out)
-    except OSError as exc:
+    except OSError:
+        if guard is not None and guard.error is not None:
+            exc = guard.error
         if is_enospc(exc):
             raise WriteError("no space left on device; nothing was written", out) from None
         raise WriteError(f"write failed ({_first_line(exc)}); nothing was written", out) from None
     finally:
+        if guard is not None:
+            guard.close()
         if os.path.exists(tmp):
             os.unlink(tmp)
 

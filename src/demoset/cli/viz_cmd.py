@@ -154,13 +154,15 @@ def run_report(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
         return 0
-    findings = result.findings or []
-    errors = sum(f.level == "error" for f in findings)
-    warnings = len(findings) - errors
+    if result.findings is None:
+        checked = "validate skipped"
+    else:
+        errors = sum(f.level == "error" for f in result.findings)
+        checked = f"validate: {errors} errors, {len(result.findings) - errors} warnings"
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB) in {result.seconds:.1f} s")
     print(
-        f"{result.num_demos} demos; validate: {errors} errors, {warnings} warnings; "
-        f"{len(result.outliers)} outliers; read {result.frames_read:,} of {result.frames_total:,} camera frames"
+        f"{result.num_demos} demos; {checked}; {len(result.outliers)} outliers; "
+        f"read {result.frames_read:,} of {result.frames_total:,} camera frames"
     )
     for o in result.outliers[:20]:
         print(f"  {o.kind}: {o.h5path}: {o.message}")

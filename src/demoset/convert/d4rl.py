@@ -278,7 +278,6 @@ def convert_d4rl(
 
         obs_keys = [OBS_KEY, *info_keys]
         has_trailing = bool(trailing and keep_trailing)
-        done = 0
         try:
             with DatasetWriter(
                 out, env_meta=env_meta, atomic=True, overwrite=overwrite, data_attrs=data_attrs
@@ -312,9 +311,8 @@ def convert_d4rl(
                             rewards=rewards[a:b],
                             dones=dones[a:b],
                         )
-                    done = b1
-                    if progress is not None:
-                        progress(done, total)
+                        if progress is not None:
+                            progress(b0 + b, total)
         except DemosetError:
             raise
         except (OSError, ValueError) as exc:

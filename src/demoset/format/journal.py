@@ -136,40 +136,25 @@ class Turnstile:
 
 
 # ---------------------------------------------------------------------------- file object
-class JournaledFile:
-    """A read/write file object for h5py's `fileobj` driver that journals in-place writes.
+class GuardedFile:
+    """A read/write file object for h5py's `fileobj` driver that never raises.
 
-    Holds a shared `flock` on the data file while open (so HDF5 writers elsewhere are
-    refused, while readers are let in) and upgrades it to exclusive only while a commit
-    copies records into place.
+    h5py's fileobj driver cannot hand an exception back to HDF5 (one left set ends in a
+    crash), and HDF5 itself can crash when its own writes fail halfway (measured here:
+    a segmentation fault in `flush` after "No space left on device" with the default
+    driver). So every I/O error is kept in `self.error`, later writes are ignored, and
+    the code driving h5py calls `raise_if_failed()` at its checkpoints. Used as is for
+    new files (atomic outputs); `JournaledFile` adds the journal for in-place updates.
     """
 
-    def __init__(self, path: str | os.PathLike, durable: bool = True):
+    def __init__(self, path: str | os.PathLike, create: bool = False):
         self.path = os.path.abspath(os.fspath(path))
-        self.durable = durable
-        self._fd = os.open(self.path, os.O_RDWR)
-        try:
-            _flock(
-                self._fd,
-                fcntl.LOCK_SH,
-                0.0,
-                self.path,
-                "another program has this file open for writing; wait for it to finish",
-            )
-        except BaseException:
-            os.close(self._fd)
-            raise
-        st = os.fstat(self._fd)
-        self._ident = (st.st_dev, st.st_ino)
-        self.base = st.st_size  # committed end of file
-        self.size = st.st_size  # logical end of file
+        flags = os.O_RDWR | ((os.O_CREAT | os.O_TRUNC) if create else 0)
+        self._fd: int | None = os.open(self.path, flags, 0o644)
+        self.size = os.fstat(self._fd).st_size  # logical end of file
         self._pos = 0
-        self._ops: list[tuple[int, int, int]] = []  # (offset, length, journal position or -1)
-        self._jpath: str | None = None
-        self._jfd: int | None = None
-        self._jsize = 0
         self._discarding = False
-        self._turnstile = Turnstile(self.path)
+        self.error: OSError | None = None
 
     # ------------------------------------------------------------------ io protocol
     def readable(self) -> bool:
@@ -196,7 +181,11 @@ class JournaledFile:
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = max(self.size - self._pos, 0)
-        data = self._read_at(self._pos, n)
+        try:
+            data = self._read_at(self._pos, n)
+        except OSError as exc:
+            self._failed(exc)
+            data = bytes(n)
         self._pos += n
         return data
 
@@ -206,20 +195,24 @@ class JournaledFile:
         return len(data)
 
     def write(self, data) -> int:
-        if not self._discarding:
-            self._write_at(self._pos, data)
-        self._pos += len(data)
-        return len(data)
+        size = len(memoryview(data).cast("B"))
+        if not self._discarding and self.error is None:
+            try:
+                self._write_at(self._pos, data)
+            except OSError as exc:
+                self._failed(exc)
+        self._pos += size
+        return size
 
     def truncate(self, size: int | None = None) -> int:
         size = self._pos if size is None else int(size)
-        if self._discarding:
+        if self._discarding or self.error is not None:
             return size
-        if size >= self.base:
-            os.ftruncate(self._fd, size)
-        else:
-            os.ftruncate(self._fd, self.base)
-            self._journal(_ZERO, size, self.base - size, b"")
+        try:
+            self._truncate_to(size)
+        except OSError as exc:
+            self._failed(exc)
+            return size
         self.size = size
         return size
 
@@ -229,6 +222,85 @@ class JournaledFile:
     @property
     def closed(self) -> bool:
         return self._fd is None
+
+    def _failed(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = exc
+
+    def raise_if_failed(self) -> None:
+        """Raise the first I/O error HDF5's writes met (they could not raise themselves)."""
+        if self.error is not None:
+            raise self.error
+
+    # ------------------------------------------------------------------ plain file
+    def _read_at(self, off: int, n: int) -> bytes:
+        end = min(off + n, self.size)
+        if off >= end:
+            return bytes(n)
+        data = os.pread(self._fd, end - off, off)
+        return data + bytes(n - len(data)) if len(data) < n else data
+
+    def _write_at(self, off: int, data) -> None:
+        view = memoryview(data).cast("B")
+        end = off + len(view)
+        while len(view):
+            written = os.pwrite(self._fd, view, off)
+            view = view[written:]
+            off += written
+        self.size = max(self.size, end)
+
+    def _truncate_to(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+
+    def sync(self) -> None:
+        """Raise a pending I/O error, else make the written bytes durable."""
+        self.raise_if_failed()
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class JournaledFile(GuardedFile):
+    """A GuardedFile over an existing data file whose in-place writes go to a journal.
+
+    Holds a shared `flock` on the data file while open (so HDF5 writers elsewhere are
+    refused, while readers are let in) and upgrades it to exclusive only while a commit
+    copies records into place.
+    """
+
+    def __init__(self, path: str | os.PathLike, durable: bool = True):
+        super().__init__(path)
+        self.durable = durable
+        try:
+            _flock(
+                self._fd,
+                fcntl.LOCK_SH,
+                0.0,
+                self.path,
+                "another program has this file open for writing; wait for it to finish",
+            )
+        except BaseException:
+            os.close(self._fd)
+            raise
+        st = os.fstat(self._fd)
+        self._ident = (st.st_dev, st.st_ino)
+        self.base = st.st_size  # committed end of file
+        self._ops: list[tuple[int, int, int]] = []  # (offset, length, journal position or -1)
+        self._jpath: str | None = None
+        self._jfd: int | None = None
+        self._jsize = 0
+        self._applying = False  # a complete journal is being copied into place
+        self._turnstile = Turnstile(self.path)
+
+    def _truncate_to(self, size: int) -> None:
+        if size >= self.base:
+            os.ftruncate(self._fd, size)
+        else:
+            os.ftruncate(self._fd, self.base)
+            self._journal(_ZERO, size, self.base - size, b"")
 
     # ------------------------------------------------------------------ logical view
     def _read_at(self, off: int, n: int) -> bytes:
@@ -311,6 +383,7 @@ class JournaledFile:
             raise WriteError(
                 "the file was left at its last committed state after an error", self.path
             )
+        self.raise_if_failed()
         if not self._ops:
             if self.durable:
                 os.fsync(self._fd)
@@ -336,9 +409,13 @@ class JournaledFile:
                 os.write(self._jfd, struct.pack("<I", crc) + END_MAGIC)
                 if self.durable:
                     os.fsync(self._jfd)
+                # From here the commit has happened: if copying fails, the journal stays
+                # for `recover` to finish, and discard() must not drop it.
+                self._applying = True
                 _apply(self._fd, self._jfd, self._ops, self.size)
                 if self.durable:
                     os.fsync(self._fd)
+                self._applying = False
                 self._drop_journal()
                 self.base = self.size
             finally:
@@ -355,6 +432,14 @@ class JournaledFile:
         if self._fd is None:
             return
         self._discarding = True
+        if self._applying:
+            # A complete journal was half copied: keep it, so the next open finishes it.
+            if self._jfd is not None:
+                os.close(self._jfd)
+                self._jfd = None
+            self._jpath = None
+            self._ops = []
+            return
         self._drop_journal()
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self.base)
@@ -548,8 +633,11 @@ def edit_in_place(path: str | os.PathLike, lock_timeout: float = 60.0):
             jf = JournaledFile(path)
         except DemosetError as exc:
             raise WriteError(exc.message, path) from None
+        except OSError as exc:
+            raise WriteError(f"cannot edit in place ({exc.strerror or exc})", path) from None
         try:
             h5 = h5py.File(jf, "r+")
+            jf.raise_if_failed()
         except Exception as exc:  # noqa: BLE001 - one clear error for any unreadable file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WriteError(f"cannot open as HDF5 for editing ({first})", path) from None
@@ -560,9 +648,12 @@ def edit_in_place(path: str | os.PathLike, lock_timeout: float = 60.0):
             jf.commit(lock_timeout)
         except DemosetError as exc:
             raise WriteError(exc.message, path) from None
-    except BaseException:
+    except BaseException as exc:
         if jf is not None:
+            error = jf.error
             jf.discard()
+            if error is not None and error is not exc:
+                raise error from None  # the I/O error (full disk) behind an HDF5 error
         raise
     finally:
         if h5 is not None:

@@ -26,6 +26,7 @@ step's next observation is `final_obs` when given, else a repeat of the last obs
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -40,7 +41,7 @@ from demoset.errors import DemosetError, LayoutError, WriteError
 from demoset.format import constants as C
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
 from demoset.format.h5io import is_enospc
-from demoset.format.journal import JournaledFile, recover
+from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
@@ -125,7 +126,7 @@ class DatasetWriter:
         self._closed = False
         self._h5: h5py.File | None = None
         self._lock: WriterLock | None = None
-        self._jf: JournaledFile | None = None
+        self._jf: GuardedFile | None = None  # a JournaledFile unless atomic
         self.lock_timeout = lock_timeout
         self._total = 0
         self._next_index = 0
@@ -163,7 +164,7 @@ class DatasetWriter:
     # ------------------------------------------------------------------ lifecycle
     def _start(self, data_attrs: Mapping[str, Any] | None) -> None:
         if self.atomic:
-            self._h5 = self._create_file(self._write_path, data_attrs)
+            self._h5, self._jf = self._create_file(self._write_path, data_attrs)
             return
         if self.mode == "w":
             self._create_in_place(data_attrs)
@@ -178,10 +179,21 @@ class DatasetWriter:
         if self.mode == "a":
             self._load_existing(data_attrs)
 
-    def _create_file(self, path: str, data_attrs: Mapping[str, Any] | None) -> h5py.File:
-        """A new file holding only `data/` with total 0, env_args and `data_attrs`."""
+    def _create_file(
+        self, path: str, data_attrs: Mapping[str, Any] | None
+    ) -> tuple[h5py.File, GuardedFile]:
+        """A new file holding only `data/` with total 0, env_args and `data_attrs`.
+
+        It is written through a GuardedFile, so a full disk surfaces as an error here and
+        never reaches HDF5 (which can crash on a failed write).
+        """
         try:
-            h5 = h5py.File(path, "w")
+            guard = GuardedFile(path, create=True)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        h5 = None
+        try:
+            h5 = h5py.File(guard, "w")
             data = h5.create_group(C.DATA_GROUP)
             data.attrs[C.ATTR_TOTAL] = 0
             if self.env_meta is not None:
@@ -189,9 +201,15 @@ class DatasetWriter:
             for key, value in (data_attrs or {}).items():
                 data.attrs[key] = value
             h5.flush()
-        except OSError as exc:
-            raise self._write_error(exc) from None
-        return h5
+            guard.raise_if_failed()
+        except (OSError, RuntimeError, TypeError, ValueError) as exc:
+            error = self._write_error(guard.error or exc)
+            if h5 is not None:
+                with contextlib.suppress(Exception):
+                    h5.close()
+            guard.close()
+            raise error from None
+        return h5, guard
 
     def _create_in_place(self, data_attrs: Mapping[str, Any] | None) -> None:
         """Create the empty dataset beside the target and move it into place in one step.
@@ -208,7 +226,10 @@ class DatasetWriter:
             raise self._write_error(exc) from None
         os.close(fd)
         try:
-            self._create_file(tmp, data_attrs).close()
+            h5, guard = self._create_file(tmp, data_attrs)
+            h5.close()
+            guard.sync()
+            guard.close()
             lock = WriterLock(tmp)  # named by the inode, so it follows the file to its name
             lock.acquire()
             try:
@@ -245,6 +266,7 @@ class DatasetWriter:
             raise self._write_error(exc) from None
         try:
             h5 = h5py.File(jf, "r+")
+            jf.raise_if_failed()
         except Exception as exc:  # noqa: BLE001 - any failure to parse is one clear error
             jf.close()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -263,8 +285,7 @@ class DatasetWriter:
             for key, value in (data_attrs or {}).items():
                 data.attrs[key] = value
         except (OSError, TypeError, ValueError) as exc:
-            self._fail()
-            raise self._write_error(exc) from None
+            raise self._failure(exc) from None
         existing = C.sorted_demos(data.keys())
         self._total = 0
         for d in existing:
@@ -281,20 +302,21 @@ class DatasetWriter:
         """Flush and make everything written so far durable and visible, all at once."""
         try:
             self._h5.flush()
-            if self._jf is not None:
+            if isinstance(self._jf, JournaledFile):
                 self._jf.commit(self.lock_timeout)
-        except DemosetError as exc:
-            self._fail()
-            raise WriteError(exc.message, self.path) from None
-        except OSError as exc:
-            self._fail()
-            raise self._write_error(exc) from None
+            elif self._jf is not None:
+                self._jf.raise_if_failed()
+        except (DemosetError, OSError) as exc:
+            raise self._failure(exc) from None
 
     def _write_error(self, exc: BaseException) -> WriteError:
         if is_enospc(exc):
-            return WriteError(
-                "no space left on device; the file keeps every demo completed before", self.path
+            kept = (
+                "nothing was written under this name"
+                if self.atomic
+                else "the file keeps every demo completed before"
             )
+            return WriteError(f"no space left on device; {kept}", self.path)
         text = str(exc)
         if getattr(exc, "errno", None) == errno.EROFS or "Read-only file system" in text:
             return WriteError("read-only file system", self.path)
@@ -303,9 +325,25 @@ class DatasetWriter:
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return WriteError(f"write failed ({first})", self.path)
 
+    def _failure(self, exc: BaseException) -> WriteError:
+        """The WriteError for a failed write, after leaving the file at its last commit.
+
+        An I/O error met inside HDF5's own writes (full disk) is named rather than the
+        HDF5 error it later caused.
+        """
+        if self._jf is not None and self._jf.error is not None:
+            exc = self._jf.error
+        err = (
+            WriteError(exc.message, self.path)
+            if isinstance(exc, DemosetError)
+            else self._write_error(exc)
+        )
+        self._fail()
+        return err
+
     def _fail(self) -> None:
         """After a failed write: leave the file exactly as at its last commit, and close."""
-        if self._jf is not None:
+        if isinstance(self._jf, JournaledFile):
             self._jf.discard()
         self._abort()
 
@@ -332,21 +370,16 @@ class DatasetWriter:
             return
         try:
             if self._h5 is not None:
-                if self._jf is not None:
-                    self._h5.close()
-                    self._h5 = None
+                self._h5.close()
+                self._h5 = None
+                if isinstance(self._jf, JournaledFile):
                     self._jf.commit(self.lock_timeout)
-                else:
-                    self._h5.flush()
-                    self._h5.close()
-                    self._h5 = None
+                elif self._jf is not None:
+                    self._jf.sync()
             if self.atomic:
                 os.replace(self._write_path, self.path)
         except (OSError, DemosetError) as exc:
-            self._fail()
-            if isinstance(exc, DemosetError):
-                raise WriteError(exc.message, self.path) from None
-            raise self._write_error(exc) from None
+            raise self._failure(exc) from None
         finally:
             if self._jf is not None:
                 self._jf.close()
@@ -358,7 +391,7 @@ class DatasetWriter:
 
     def abort(self) -> None:
         """Give up: drop what was not committed; with atomic=True remove the unfinished output."""
-        if self._jf is not None:
+        if isinstance(self._jf, JournaledFile):
             self._jf.discard()
         self._abort()
 
@@ -457,6 +490,8 @@ class DatasetWriter:
             kwargs["chunks"] = (1, *arr.shape[1:])
             kwargs.update(self._compression)
         grp.create_dataset(key, data=arr, **kwargs)
+        if self._jf is not None:
+            self._jf.raise_if_failed()  # stop at the first failed write (full disk)
 
     # ------------------------------------------------------------------ writing
     def add_demo(
@@ -522,8 +557,7 @@ class DatasetWriter:
             del h5[C.STAGING_GROUP]
             h5[C.DATA_GROUP].attrs[C.ATTR_TOTAL] = self._total + n
         except (OSError, TypeError, ValueError, RuntimeError, KeyError) as exc:
-            self._fail()
-            raise self._write_error(exc) from None
+            raise self._failure(exc) from None
         self._commit()
         self._total += n
 
@@ -537,8 +571,7 @@ class DatasetWriter:
                 del mask[name]
             mask.create_dataset(name, data=np.array([d.encode() for d in demos], dtype="S"))
         except (OSError, TypeError, ValueError, RuntimeError, KeyError) as exc:
-            self._fail()
-            raise self._write_error(exc) from None
+            raise self._failure(exc) from None
         self._commit()
 
     def set_env_meta(self, env_meta: EnvMeta | Mapping | str) -> None:
@@ -548,6 +581,5 @@ class DatasetWriter:
         try:
             self._h5[C.DATA_GROUP].attrs[C.ATTR_ENV_ARGS] = self.env_meta.to_json()
         except (OSError, TypeError, ValueError, RuntimeError, KeyError) as exc:
-            self._fail()
-            raise self._write_error(exc) from None
+            raise self._failure(exc) from None
         self._commit()

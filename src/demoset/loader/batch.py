@@ -64,12 +64,15 @@ def to_torch(tree):
     """numpy arrays of a (nested) batch dict to torch tensors, sharing memory."""
     import torch
 
-    def convert(x):
-        if isinstance(x, np.ndarray):
-            return torch.from_numpy(x)
-        return torch.as_tensor(x)
-
-    return tree_map(convert, tree)
+    out = {}
+    for key, value in tree.items():
+        if type(value) is dict:
+            out[key] = to_torch(value)
+        elif type(value) is np.ndarray:
+            out[key] = torch.from_numpy(value)
+        else:
+            out[key] = torch.as_tensor(value)
+    return out
 
 
 def collate(batch):

@@ -21,14 +21,11 @@ Everything here is vectorised over a batch of sample indices; there is no per-sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from demoset.errors import ConfigError
 
 
-@dataclass(frozen=True)
 class Windows:
     """The frames of a batch of windows, in flat and in per-demo coordinates.
 
@@ -39,16 +36,21 @@ class Windows:
     valid:     (B, T) True where the position is a real step (robomimic's pad_mask).
     goal:      (B,) flat frame index of the goal step (goal_mode="last").
     goal_step: (B,) the same goal as a step of its demo.
+
+    Only `flat` is computed up front; the rest when first asked for.
     """
 
-    flat: np.ndarray
-    demo: np.ndarray
-    begin: np.ndarray
-    end: np.ndarray
-    pad_front: np.ndarray
-    valid: np.ndarray
-    goal: np.ndarray
-    goal_step: np.ndarray
+    __slots__ = ("flat", "demo", "_index", "_first", "_lo", "_steps", "_cache")
+
+    def __init__(self, index: WindowIndex, ids: np.ndarray):
+        self._index = index
+        self.demo = index.sample_demo[ids]
+        self._lo = index.starts[self.demo]
+        self._first = index.sample_first[ids]
+        self._steps = self._first[:, None] + index.offsets_in_window
+        hi = index.last_frames[self.demo]
+        self.flat = np.minimum(np.maximum(self._steps, self._lo[:, None]), hi[:, None])
+        self._cache: dict = {}
 
     @property
     def size(self) -> int:
@@ -57,6 +59,40 @@ class Windows:
     @property
     def length(self) -> int:
         return int(self.flat.shape[1])
+
+    @property
+    def valid(self) -> np.ndarray:
+        if "valid" not in self._cache:
+            self._cache["valid"] = self._steps == self.flat
+        return self._cache["valid"]
+
+    def _local(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if "local" not in self._cache:
+            local_first = self._first - self._lo
+            begin = np.maximum(local_first, 0)
+            end = np.minimum(local_first + self.length, self._index.lengths[self.demo])
+            self._cache["local"] = (begin, end, begin - local_first)
+        return self._cache["local"]
+
+    @property
+    def begin(self) -> np.ndarray:
+        return self._local()[0]
+
+    @property
+    def end(self) -> np.ndarray:
+        return self._local()[1]
+
+    @property
+    def pad_front(self) -> np.ndarray:
+        return self._local()[2]
+
+    @property
+    def goal_step(self) -> np.ndarray:
+        return self._index.goal_steps[self.demo]
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self._lo + self.goal_step
 
 
 class WindowIndex:
@@ -115,6 +151,8 @@ class WindowIndex:
         self.sample_first = self.starts[self.sample_demo] + step + first_anchor - history
         # last step of each demo a goal may come from
         self.goal_steps = self.lengths - 1 - (0 if self.pad_seq_length else self.seq_length - 1)
+        self.last_frames = self.starts + self.lengths - 1
+        self.offsets_in_window = np.arange(self.window_length, dtype=np.int64)[None, :]
 
     def __len__(self) -> int:
         return int(self.sample_offsets[-1])
@@ -125,7 +163,10 @@ class WindowIndex:
 
     def check_indices(self, indices) -> np.ndarray:
         """Sample indices as int64, negative ones counted from the end (IndexError if out of range)."""
-        ids = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if isinstance(indices, list):
+            ids = np.fromiter(indices, dtype=np.int64, count=len(indices))
+        else:
+            ids = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self)
         if ids.size and (ids.min() < -n or ids.max() >= n):
             bad = int(ids[(ids < -n) | (ids >= n)][0])
@@ -136,25 +177,4 @@ class WindowIndex:
 
     def windows(self, ids: np.ndarray) -> Windows:
         """Frames of the windows of samples `ids` (already checked, int64)."""
-        demo = self.sample_demo[ids]
-        lo = self.starts[demo]
-        length = self.lengths[demo]
-        first = self.sample_first[ids]
-        steps = first[:, None] + np.arange(self.window_length, dtype=np.int64)[None, :]
-        hi = lo + length - 1
-        flat = np.clip(steps, lo[:, None], hi[:, None])
-        valid = steps == flat
-        local_first = first - lo
-        begin = np.maximum(local_first, 0)
-        end = np.minimum(local_first + self.window_length, length)
-        goal_step = self.goal_steps[demo]
-        return Windows(
-            flat=flat,
-            demo=demo,
-            begin=begin,
-            end=end,
-            pad_front=begin - local_first,
-            valid=valid,
-            goal=lo + goal_step,
-            goal_step=goal_step,
-        )
+        return Windows(self, ids)

@@ -18,12 +18,20 @@ import numpy as np
 import torch.utils.data
 
 from demoset.errors import ConfigError, LayoutError
-from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.index import WindowIndex, Windows
-from demoset.loader.store import DemoReader, FileArray, RamArray, ZeroArray
+from demoset.loader.store import (
+    PACK_MAX_FRAME_BYTES,
+    DemoReader,
+    FileArray,
+    PackedKey,
+    PackedRam,
+    RamArray,
+    ZeroArray,
+    resolve_arrays,
+)
 from demoset.memory import ensure_fits, format_bytes
 
 CACHE_MODES = ("all", "low_dim", None)
@@ -155,20 +163,20 @@ class SequenceDataset(torch.utils.data.Dataset):
         self._action_stats: dict | None = None
 
         self._reader = DemoReader(self.path, self.swmr)
-        with open_dataset(self.path, swmr=self.swmr) as df:
+        self._lengths = np.zeros(0, dtype=np.int64)
+        self._index = WindowIndex(np.zeros(0), self.frame_stack, self.seq_length)
+        with self._reader.session():
+            df = self._reader.demofile()
             demos = self._select_demos(df)
             if not demos:
                 where = f"filter key {filter_key!r}" if filter_key else "the file"
                 raise ConfigError(f"{where} has no demos to load", self.path)
-            lengths = df.lengths(demos)
             self._specs = self._resolve_specs(df, demos[0])
-            self._arrays = self._plan_arrays()
-            self._lengths = np.zeros(0, dtype=np.int64)
-            self._index = WindowIndex(
-                np.zeros(0), self.frame_stack, self.seq_length, self.pad_frame_stack, self.pad_seq_length
-            )
-            self._check_memory(int(lengths.sum()), "caching")
-            self._add_demos(df, demos, lengths, progress)
+            self._plan_arrays()
+            finish = self._add_demos(df, demos, progress)
+        finish()
+        if not self.swmr:
+            self._reader.close()  # reopened on demand; an idle handle would lock writers out
         if self.normalize_obs:
             self._obs_stats = self._compute_obs_stats()
         if any(m is not None for m in self._action_methods.values()):
@@ -229,20 +237,69 @@ class SequenceDataset(torch.utils.data.Dataset):
         is_obs = key.startswith("obs/") or key.startswith("next_obs/")
         return not (is_obs and is_image_like(spec[0]))
 
-    def _plan_arrays(self) -> dict:
-        arrays = {}
+    def _plan_arrays(self) -> None:
+        """Decide where each array lives: `_arrays` maps keys to accessors, `_stores` owns them."""
+        arrays: dict = {}
+        stores: list = []
+        packed = []
         for key, spec in self._specs.items():
             if spec is None:
                 arrays[key] = ZeroArray()
+                stores.append(arrays[key])
                 continue
-            shape, dtype = spec
-            if key in self._sample_keys:
-                dtype = np.dtype(np.float32) if self._cached(key) else dtype
+            shape, stored = spec
             if self._cached(key):
-                arrays[key] = RamArray(key, shape, dtype, 0)
+                # dataset keys are served as float32 (robomimic's cache does the same)
+                dtype = np.dtype(np.float32) if key in self._sample_keys else stored
+                frame_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if frame_bytes <= PACK_MAX_FRAME_BYTES and not is_image_like(shape):
+                    packed.append((key, shape, dtype, stored))
+                else:
+                    arrays[key] = RamArray(key, shape, dtype, stored)
+                    stores.append(arrays[key])
             else:
-                arrays[key] = FileArray(key, shape, dtype, self._reader)
-        return arrays
+                arrays[key] = FileArray(key, shape, stored, self._reader)
+                stores.append(arrays[key])
+        if packed:
+            pack = PackedRam(packed)
+            arrays.update(pack.members)
+            stores.append(pack)
+        self._arrays, self._stores = arrays, stores
+        self._plans: dict = {}
+
+    def _plan(self, keys: tuple[str, ...]) -> list:
+        """Keys grouped by where they live: [(PackedRam, keys)] and [(accessor, key)]."""
+        plan = self._plans.get(keys)
+        if plan is None:
+            packs: dict = {}
+            plan = []
+            for key in keys:
+                acc = self._arrays[key]
+                if isinstance(acc, PackedKey):
+                    packs.setdefault(id(acc.pack), (acc.pack, []))[1].append(key)
+                else:
+                    plan.append((acc, key))
+            plan = [(pack, tuple(ks)) for pack, ks in packs.values()] + plan
+            self._plans[keys] = plan
+        return plan
+
+    def _gather(self, win: Windows, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for store, what in self._plan(keys):
+            if isinstance(store, PackedRam):
+                out.update(store.gather_windows_of(win, what))
+            else:
+                out[what] = store.gather_windows(win)
+        return out
+
+    def _gather_goal(self, win: Windows, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for store, what in self._plan(keys):
+            if isinstance(store, PackedRam):
+                out.update(store.gather_frames_of(win.goal, what))
+            else:
+                out[what] = store.gather_frames(win.goal, win.demo, win.goal_step)
+        return out
 
     def _bytes_per_frame(self, which: str) -> int:
         total = 0
@@ -275,59 +332,89 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def _check_demo(self, df: DemoFile, demo: str, length: int) -> None:
         """Every array the samples read must exist with the first demo's shape and enough steps."""
+        found = resolve_arrays(df, demo, self._specs)
         for key, spec in self._specs.items():
+            dset = found[key]
             if spec is None:
-                if df.has(demo, key):
+                if dset is not None:
                     raise LayoutError(
-                        f"{key!r} is in this demo but not in the first one; dataset keys must be in all demos or none",
+                        f"{key!r} is in this demo but not in the first one; dataset keys must be "
+                        "in all demos or none",
                         self.path,
-                        f"/data/{demo}/{key}",
+                        dset.name,
                     )
                 continue
-            if not df.has(demo, key):
+            if dset is None:
                 raise LayoutError(f"no array {key!r}", self.path, f"/data/{demo}/{key}")
-            dset = df.dataset(demo, key)
-            if tuple(dset.shape[1:]) != spec[0] or dset.dtype != spec[1]:
+            shape, dtype = dset.shape, dset.dtype
+            if tuple(shape[1:]) != spec[0] or dtype != spec[1]:
                 raise LayoutError(
-                    f"{key!r} has per-step shape {tuple(dset.shape[1:])} {dset.dtype}, other demos "
-                    f"{spec[0]} {spec[1]}",
+                    f"{key!r} has per-step shape {tuple(shape[1:])} {dtype}, other demos {spec[0]} {spec[1]}",
                     self.path,
                     dset.name,
                 )
-            if dset.shape[0] < length:
+            if shape[0] < length:
                 raise LayoutError(
-                    f"{key!r} has {dset.shape[0]} steps, fewer than num_samples={length}",
+                    f"{key!r} has {shape[0]} steps, fewer than num_samples={length}",
                     self.path,
                     dset.name,
                 )
             self._reader.remember(demo, key, dset)
 
-    def _add_demos(self, df: DemoFile, demos: list[str], lengths: np.ndarray, progress=None) -> None:
-        """Check, read (cached keys) and index `demos`, appended after the current ones."""
+    def _add_demos(self, df: DemoFile, demos: list[str], progress=None) -> Callable[[], None]:
+        """Check and index `demos` after the current ones (inside a reader session).
+
+        Returns the function that reads their cached arrays by byte offset, which runs
+        after the session (in follow mode: without keeping a writer's commit waiting).
+        """
+        lengths = df.lengths(demos)
+        all_lengths = np.concatenate([self._lengths, lengths]).astype(np.int64)
         index = WindowIndex(
-            np.concatenate([self._lengths, lengths]),
+            all_lengths,
             self.frame_stack,
             self.seq_length,
             self.pad_frame_stack,
             self.pad_seq_length,
             demo_names=self.demos + list(demos),
         )
-        with self._reader.borrow(df):
-            for demo, length in zip(demos, lengths):
-                self._check_demo(df, demo, int(length))
-            total = int(lengths.sum()) * len(self._arrays)
-            done = [0]
+        self._check_memory(int(all_lengths.sum()), "caching" if not self.demos else "refresh")
+        for demo, length in zip(demos, lengths):
+            self._check_demo(df, demo, int(length))
+        total = int(lengths.sum()) * len(self._specs)
+        done = [0]
 
-            def step(frames: int) -> None:
-                done[0] += frames
-                if progress is not None:
-                    progress(done[0], total)
+        def step(frames: int) -> None:
+            done[0] += frames
+            if progress is not None:
+                progress(done[0], total)
 
-            for array in self._arrays.values():
-                array.append(self._reader, list(demos), lengths, step)
-        self.demos = self.demos + list(demos)
-        self._lengths = np.concatenate([self._lengths, lengths]).astype(np.int64)
-        self._index = index
+        frames, count = int(self._lengths.sum()), len(self.demos)
+        finishers = []
+        try:
+            for store in self._stores:
+                finishers.append(store.append(self._reader, list(demos), lengths, step))
+        except BaseException:
+            self._truncate(frames, count)
+            raise
+
+        def finish() -> None:
+            try:
+                for f in finishers:
+                    if f is not None:
+                        f()
+            except BaseException:
+                self._truncate(frames, count)
+                raise
+            self.demos = self.demos + list(demos)
+            self._lengths = all_lengths
+            self._index = index
+
+        return finish
+
+    def _truncate(self, frames: int, count: int) -> None:
+        """Forget frames and demos added by an append that failed half-way."""
+        for store in self._stores:
+            store.truncate(frames, count)
 
     # ------------------------------------------------------------------ stats
     def _moments(self, key: str) -> S.Moments:
@@ -411,7 +498,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def cached_bytes(self) -> int:
         """Bytes of arrays held in RAM (shared memory)."""
-        return int(sum(a.nbytes for a in self._arrays.values() if isinstance(a, RamArray)))
+        return int(sum(s.nbytes for s in self._stores if isinstance(s, (RamArray, PackedRam))))
 
     def __repr__(self) -> str:
         return (
@@ -421,10 +508,8 @@ class SequenceDataset(torch.utils.data.Dataset):
         )
 
     # ------------------------------------------------------------------ fetching
-    def _obs_group(self, group: str, win: Windows) -> dict[str, np.ndarray]:
-        out = {}
-        for key in self.obs_keys:
-            out[key] = self._finish_obs(key, self._arrays[f"{group}/{key}"].gather_windows(win))
+    def _obs_group(self, group: str, raw: dict, win: Windows) -> dict[str, np.ndarray]:
+        out = {key: self._finish_obs(key, raw[f"{group}/{key}"]) for key in self.obs_keys}
         if self.get_pad_mask:
             out["pad_mask"] = win.valid[..., None]
         return out
@@ -455,21 +540,21 @@ class SequenceDataset(torch.utils.data.Dataset):
         """The collated batch of samples `indices` as a dict of numpy arrays ([B, T, ...])."""
         ids = self._index.check_indices(indices)
         win = self._index.windows(ids)
+        groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
+        keys = self._sample_keys + tuple(f"{g}/{k}" for g in groups for k in self.obs_keys)
         out: dict = {}
         with self._reader.session():
+            raw = self._gather(win, keys)
             for key in self._sample_keys:
-                x = self._arrays[key].gather_windows(win)
+                x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
             if self.get_pad_mask:
                 out["pad_mask"] = win.valid[..., None]
-            out["obs"] = self._obs_group("obs", win)
-            if self.load_next_obs:
-                out["next_obs"] = self._obs_group("next_obs", win)
+            for group in groups:
+                out[group] = self._obs_group(group, raw, win)
             if self.goal_mode == "last":
-                goal = {}
-                for key in self.obs_keys:
-                    x = self._arrays[f"next_obs/{key}"].gather_frames(win.goal, win.demo, win.goal_step)
-                    goal[key] = self._finish_obs(key, x)
+                goal_raw = self._gather_goal(win, tuple(f"next_obs/{k}" for k in self.obs_keys))
+                goal = {k: self._finish_obs(k, goal_raw[f"next_obs/{k}"]) for k in self.obs_keys}
                 if self.get_pad_mask:
                     goal["pad_mask"] = np.ones((win.size, 1), dtype=bool)
                 out["goal_obs"] = goal
@@ -499,16 +584,18 @@ class SequenceDataset(torch.utils.data.Dataset):
         """
         self._reader.close()  # a handle kept open would not see the new demos
         self._reader.check_identity()
-        with open_dataset(self.path, swmr=self.swmr) as df:
+        with self._reader.session():
+            df = self._reader.demofile()
             known = set(self.demos)
             demos = [d for d in df.demos_for(self.filter_key) if d not in known]
             if self.demo_limit is not None:
                 demos = demos[: max(self.demo_limit - len(self.demos), 0)]
             if not demos:
                 return 0
-            lengths = df.lengths(demos)
-            self._check_memory(int(self._lengths.sum() + lengths.sum()), "refresh")
-            self._add_demos(df, demos, lengths, progress)
+            finish = self._add_demos(df, demos, progress)
+        finish()
+        if not self.swmr:
+            self._reader.close()
         return len(demos)
 
     # ------------------------------------------------------------------ lifetime

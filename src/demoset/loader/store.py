@@ -7,27 +7,40 @@ Each array key ("obs/agentview_image", "actions", ...) of the selected demos is 
   instead of copying them, whether they are forked or spawned. A batch is one numpy
   fancy-index gather.
 - `FileArray`: nothing held; each window's frame range is read from the file with one
-  read per window, then padded. Uncompressed arrays (HDF5 contiguous layout, or chunks of
-  whole frames without filters - what demoset's writer makes) are read with `os.preadv` at
-  byte offsets computed once at start-up: this bypasses HDF5 for reading, so it holds no
-  HDF5 lock and a follow-mode writer can keep appending. Everything else (compressed
-  images) is read through h5py, opening the file per batch in swmr mode.
+  read per window, then padded.
 - `ZeroArray`: a dataset key the demos lack reads as zeros of shape (1,), as robomimic's
   cache does.
+
+Reading the file. Uncompressed arrays (HDF5 contiguous layout, or chunks of whole frames
+without filters, which is what demoset's writer makes) are read with `os.preadv` at byte
+offsets worked out once when the demo is indexed and checked against h5py. A committed
+demo's bytes never move (writers only append), so these reads need no HDF5 handle and no
+lock: a follow-mode writer can keep committing while they run. Everything that walks
+HDF5's own structures (listing demos, resolving datasets, reading compressed arrays
+through h5py) happens in a `DemoReader.session()`, which in swmr (follow) mode opens the
+file through `open_dataset` while holding the format layer's reader gate and a shared
+lock on the file (see `open_locked`), so a writer's commit never changes that structure
+mid-read, and closes it again at the end.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from contextlib import contextmanager
 
 import h5py
 import numpy as np
 
-from demoset.errors import LayoutError
+from demoset.errors import FileLockedError, LayoutError, UnsafeFileError
 from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
+from demoset.format.h5io import check_dataset_safe
 from demoset.loader.index import Windows
+
+LOCK_TIMEOUT = 30.0
+"""Seconds to wait for a demoset writer's commit to finish before giving up."""
 
 REPLACED = (
     "the file was replaced (another file now has its name) since the dataset was opened; "
@@ -59,7 +72,7 @@ def shared_array(shape: tuple[int, ...], dtype) -> tuple[object, np.ndarray]:
 
 def fill_padding(out: np.ndarray, pad_front: np.ndarray, count: np.ndarray) -> None:
     """Repeat edge frames in place: out[b, t] = out[b, clip(t, pad_front, pad_front+count-1)]."""
-    batch, length = out.shape[:2]
+    length = out.shape[1]
     t = np.arange(length, dtype=np.int64)[None, :]
     src = np.clip(t, pad_front[:, None], (pad_front + count - 1)[:, None])
     rows, cols = np.nonzero(src != t)
@@ -67,103 +80,67 @@ def fill_padding(out: np.ndarray, pad_front: np.ndarray, count: np.ndarray) -> N
         out[rows, cols] = out[rows, src[rows, cols]]
 
 
-class ZeroArray:
-    """A dataset key missing from the demos: zeros of shape (1,) per step (float32)."""
-
-    cached = True
-    frame_shape = (1,)
-    dtype = np.dtype(np.float32)
-    nbytes = 0
-
-    def gather_windows(self, win: Windows) -> np.ndarray:
-        return np.zeros((win.size, win.length, 1), dtype=np.float32)
-
-    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        return np.zeros((len(flat), 1), dtype=np.float32)
-
-    def append(self, source: DemoReader, demos: list[str], lengths: np.ndarray, progress=None) -> None:
-        if progress is not None:
-            progress(int(np.sum(lengths)))
-
-    def demo_arrays(self, source: DemoReader, demos, lengths, starts):
-        for length in lengths:
-            yield np.zeros((int(length), 1), dtype=np.float32)
+def _wait(what, deadline: float, path: str, message: str) -> None:
+    delay = 0.005
+    while not what():
+        if time.monotonic() > deadline:
+            raise FileLockedError(message, path)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
-class RamArray:
-    """One key of all selected demos, back to back, in shared memory."""
+def _take_shared(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
-    cached = True
 
-    def __init__(self, key: str, frame_shape: tuple[int, ...], dtype, frames: int):
-        self.key = key
-        self.frame_shape = tuple(frame_shape)
-        self.dtype = np.dtype(dtype)
-        self.frames = 0
-        self._owner, self._data = shared_array((frames, *self.frame_shape), self.dtype)
+def open_locked(path: str, fd: int, swmr: bool, timeout: float = LOCK_TIMEOUT) -> DemoFile:
+    """open_dataset(path) with a shared flock held on `fd` until `fd` is unlocked.
 
-    @property
-    def nbytes(self) -> int:
-        return int(self._data.nbytes)
+    A demoset writer's commit takes that flock exclusively while it copies its journal
+    into place, so HDF5's structure cannot change while the lock is held. The reader gate
+    of the format layer is held (shared) only while the lock is taken and the file opened:
+    a committer that has closed the gate makes new readers wait instead of being starved
+    by them, and cannot close it while we are half-way through opening.
+    """
+    from demoset.format.journal import Turnstile
 
-    @property
-    def data(self) -> np.ndarray:
-        """The filled frames, (frames, *frame_shape)."""
-        return self._data[: self.frames]
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_data")
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        capacity = self._owner.numel() // max(self.dtype.itemsize * int(np.prod(self.frame_shape)), 1)
-        nbytes = capacity * self.dtype.itemsize * int(np.prod(self.frame_shape))
-        self._data = self._owner.numpy()[:nbytes].view(self.dtype).reshape((capacity, *self.frame_shape))
-
-    def load(self, source: DemoReader, demos: list[str], lengths: np.ndarray, progress=None) -> None:
-        """Read the key of `demos` from the file into the free frames after `self.frames`."""
-        need = self.frames + int(np.sum(lengths))
-        if need > self._data.shape[0]:
-            self._grow(need)
-        pos = self.frames
-        for demo, length in zip(demos, lengths):
-            length = int(length)
-            source.read_into(demo, self.key, self._data[pos : pos + length])
-            pos += length
-            if progress is not None:
-                progress(length)
-        self.frames = pos
-
-    append = load
-
-    def _grow(self, frames: int) -> None:
-        owner, data = shared_array((frames, *self.frame_shape), self.dtype)
-        data[: self.frames] = self._data[: self.frames]
-        self._owner, self._data = owner, data
-
-    def gather_windows(self, win: Windows) -> np.ndarray:
-        out = self._data.take(win.flat.reshape(-1), axis=0)
-        return out.reshape((win.size, win.length, *self.frame_shape))
-
-    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        return self._data.take(flat, axis=0)
-
-    def demo_arrays(self, source, demos, lengths, starts):
-        for start, length in zip(starts, lengths):
-            yield self._data[int(start) : int(start) + int(length)]
+    deadline = time.monotonic() + timeout
+    try:
+        gate = Turnstile(path)
+    except OSError:  # no lock directory: the flock alone still keeps commits out
+        gate = None
+    try:
+        if gate is not None:
+            _wait(gate.enter, deadline, path, f"a demoset writer has been committing for {timeout:.0f} s")
+        _wait(
+            lambda: _take_shared(fd),
+            deadline,
+            path,
+            f"another program has held the file for writing for {timeout:.0f} s",
+        )
+        try:
+            return open_dataset(path, swmr=swmr)
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise
+    finally:
+        if gate is not None:
+            gate.release()
+            gate.close()
 
 
 class DemoReader:
-    """Reads arrays of demos from one file; one h5py handle and one fd per process.
+    """Reads arrays of one file: a raw fd for byte reads, DemoFile sessions for the rest.
 
-    h5py handles come from `open_dataset`, so they follow the format layer's rules for
-    files a writer appends to. In swmr (follow) mode the file is opened for a batch and
-    closed after it, so a writer is never locked out; otherwise one handle stays open per
-    process. Forked workers notice the new pid and open their own. The raw fd used for
-    uncompressed arrays takes no lock at all; it refuses a file that was replaced (another
-    inode under the same name) since the dataset was opened, whose byte offsets differ.
+    One fd per process (forked workers notice the new pid and open their own); it refuses
+    a file that was replaced (another inode under the same name) since the dataset was
+    opened, whose byte offsets would differ. Outside swmr mode a session keeps one
+    DemoFile open per process until `close()`; in swmr mode each session opens and closes
+    its own (see the module docstring).
     """
 
     def __init__(self, path: str, swmr: bool, identity: tuple[int, int] | None = None):
@@ -175,7 +152,7 @@ class DemoReader:
         self._df: DemoFile | None = None
         self._datasets: dict[str, h5py.Dataset] = {}
         self._depth = 0
-        self._borrowed = False
+        self._locked = False
 
     def __getstate__(self):
         return {"path": self.path, "swmr": self.swmr, "identity": self.identity}
@@ -191,7 +168,7 @@ class DemoReader:
             self._df = None
             self._datasets = {}
             self._depth = 0
-            self._borrowed = False
+            self._locked = False
             self._pid = pid
 
     def check_identity(self) -> None:
@@ -217,37 +194,47 @@ class DemoReader:
             self._fd = fd
         return self._fd
 
+    def pread(self, out: np.ndarray, offset: int) -> int:
+        """Read len(out) bytes at `offset` into the contiguous array `out`; returns bytes read."""
+        fd = self.fd()
+        view = memoryview(out).cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n <= 0:
+                break
+            done += n
+        return done
+
     @contextmanager
     def session(self):
-        """Scope of one batch: in swmr mode the h5py file opened inside is closed at the end."""
+        """Scope in which `demofile()` may be used (nested sessions share one)."""
         self._check_pid()
         self._depth += 1
         try:
             yield self
         finally:
             self._depth -= 1
-            if self._depth == 0 and self.swmr and not self._borrowed:
-                self._close_h5()
-
-    @contextmanager
-    def borrow(self, df: DemoFile):
-        """Read through an already open DemoFile (set-up and refresh) without closing it after."""
-        self._check_pid()
-        saved = (self._df, self._datasets, self._borrowed)
-        self._df, self._datasets, self._borrowed = df, {}, True
-        try:
-            yield self
-        finally:
-            self._df, self._datasets, self._borrowed = saved
+            if self._depth == 0 and self.swmr:
+                self._close_df()
 
     def demofile(self) -> DemoFile:
+        """The open DemoFile of this session (opened, and in swmr mode locked, on first use)."""
         self._check_pid()
         if self._df is None:
-            self._df = open_dataset(self.path, swmr=self.swmr)
+            if self.swmr and self._depth == 0:
+                raise RuntimeError("DemoReader.demofile() outside a session")  # pragma: no cover
+            self.check_identity()
+            if self.swmr:
+                self._df = open_locked(self.path, self.fd(), swmr=True)
+                self._locked = True
+            else:
+                self._df = open_dataset(self.path)
             self._datasets = {}
         return self._df
 
     def remember(self, demo: str, key: str, dset: h5py.Dataset) -> None:
+        """Keep a dataset already resolved in this session for later lookups."""
         self._datasets[f"{demo}/{key}"] = dset
 
     def dataset(self, demo: str, key: str) -> h5py.Dataset:
@@ -258,7 +245,7 @@ class DemoReader:
         return dset
 
     def read_into(self, demo: str, key: str, out: np.ndarray, start: int = 0) -> None:
-        """Read frames [start, start + len(out)) of data/<demo>/<key> into `out`."""
+        """Read frames [start, start + len(out)) of data/<demo>/<key> into `out` through h5py."""
         dset = self.dataset(demo, key)
         stop = start + out.shape[0]
         if dset.shape[0] < stop:
@@ -277,15 +264,22 @@ class DemoReader:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LayoutError(f"cannot read array ({first})", self.path, f"/data/{demo}/{key}") from None
 
-    def _close_h5(self) -> None:
-        if self._df is not None and not self._borrowed:
+    def _release_lock(self) -> None:
+        if self._locked and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._locked = False
+
+    def _close_df(self) -> None:
+        if self._df is not None:
             self._df.close()
         self._df = None
         self._datasets = {}
+        self._release_lock()
 
     def close(self) -> None:
+        """Close the DemoFile and the fd (of this process; inherited ones are left alone)."""
         if self._pid == os.getpid():
-            self._close_h5()
+            self._close_df()
             if self._fd is not None:
                 try:
                     os.close(self._fd)
@@ -294,6 +288,7 @@ class DemoReader:
         self._fd = None
         self._df = None
         self._datasets = {}
+        self._locked = False
 
 
 def _frame_offsets(dset: h5py.Dataset, frame_bytes: int) -> np.ndarray | None:
@@ -338,6 +333,334 @@ def _frame_offsets(dset: h5py.Dataset, frame_bytes: int) -> np.ndarray | None:
         return None
 
 
+def _child(group: h5py.Group, name: str, path: str):
+    """group[name] or None when absent; external links are refused (they leave the file)."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        raise UnsafeFileError(
+            f"external link to {link.filename!r}:{link.path} refused (points outside the file)",
+            path,
+            f"{group.name.rstrip('/')}/{name}",
+        )
+    return group[name]
+
+
+def resolve_arrays(df: DemoFile, demo: str, keys) -> dict[str, h5py.Dataset | None]:
+    """The datasets data/<demo>/<key> of `keys` (None where absent), each looked up once.
+
+    The same safety rules as DemoFile.dataset: links and virtual datasets pointing out of
+    the file are refused.
+    """
+    groups: dict[str, h5py.Group | None] = {"": df.group(demo)}
+    out: dict[str, h5py.Dataset | None] = {}
+    for key in keys:
+        parent, _, name = key.rpartition("/")
+        if parent not in groups:
+            node = groups[""]
+            for part in parent.split("/"):
+                node = _child(node, part, df.path) if isinstance(node, h5py.Group) else None
+            groups[parent] = node if isinstance(node, h5py.Group) else None
+        group = groups[parent]
+        obj = _child(group, name, df.path) if group is not None else None
+        if obj is not None and not isinstance(obj, h5py.Dataset):
+            raise LayoutError(f"{key!r} is not a dataset", df.path, obj.name)
+        if obj is not None:
+            check_dataset_safe(obj, df.path)
+        out[key] = obj
+    return out
+
+
+def byte_offsets(reader: DemoReader, demo: str, key: str, frame_shape, dtype, length: int, verify: bool):
+    """Per-frame byte offsets of data/<demo>/<key> (None: read it through h5py).
+
+    With `verify`, the first and last frames read by offset must equal h5py's reading.
+    """
+    dset = reader.dataset(demo, key)
+    frame_bytes = int(np.prod(frame_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    offs = _frame_offsets(dset, frame_bytes)
+    if offs is None or length == 0:
+        return offs
+    offs = offs[:length]
+    if verify:
+        for i in {0, length - 1}:
+            expected = np.ascontiguousarray(dset[i])
+            got = np.empty(expected.shape, dtype=expected.dtype)
+            if reader.pread(got, int(offs[i])) != got.nbytes or got.tobytes() != expected.tobytes():
+                return None
+    return offs
+
+
+def read_by_offsets(reader: DemoReader, out: np.ndarray, offsets: np.ndarray, where: str) -> None:
+    """Fill `out` (frames, ...) from per-frame byte offsets, one read per run of adjacent frames."""
+    n = len(offsets)
+    if n == 0:
+        return
+    frame_bytes = out.nbytes // n
+    starts = np.flatnonzero(np.diff(offsets) != frame_bytes) + 1
+    bounds = [0, *starts.tolist(), n]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        part = out[a:b]
+        if reader.pread(part, int(offsets[a])) != part.nbytes:
+            raise LayoutError("file ended before the frames (truncated?)", reader.path, where)
+
+
+class ZeroArray:
+    """A dataset key missing from the demos: zeros of shape (1,) per step (float32)."""
+
+    cached = True
+    frame_shape = (1,)
+    dtype = np.dtype(np.float32)
+    nbytes = 0
+
+    def gather_windows(self, win: Windows) -> np.ndarray:
+        return np.zeros((win.size, win.length, 1), dtype=np.float32)
+
+    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
+        return np.zeros((len(flat), 1), dtype=np.float32)
+
+    def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
+        if progress is not None:
+            progress(int(np.sum(lengths)))
+        return None
+
+    def demo_arrays(self, reader: DemoReader, demos, lengths, starts):
+        for length in lengths:
+            yield np.zeros((int(length), 1), dtype=np.float32)
+
+    def truncate(self, frames: int, count: int) -> None:
+        pass
+
+
+class RamArray:
+    """One key of all selected demos, back to back, in shared memory."""
+
+    cached = True
+
+    def __init__(self, key: str, frame_shape: tuple[int, ...], dtype, stored_dtype=None):
+        self.key = key
+        self.frame_shape = tuple(frame_shape)
+        self.dtype = np.dtype(dtype)
+        self.stored_dtype = np.dtype(stored_dtype if stored_dtype is not None else dtype)
+        self.frames = 0
+        self._owner, self._data = shared_array((0, *self.frame_shape), self.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._data.nbytes)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The filled frames, (frames, *frame_shape)."""
+        return self._data[: self.frames]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_shape"] = self._data.shape
+        state.pop("_data")
+        return state
+
+    def __setstate__(self, state):
+        shape = state.pop("_shape")
+        self.__dict__.update(state)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
+        self._data = self._owner.numpy()[:nbytes].view(self.dtype).reshape(shape)
+
+    def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
+        """Make room for `demos` and read them; returns a function finishing the byte reads.
+
+        Called inside a reader session: demos that need h5py are read now, the others
+        are left to the returned function, which needs no session (no lock held).
+        """
+        need = self.frames + int(np.sum(lengths))
+        if need > self._data.shape[0]:
+            self._grow(need)
+        pending = []
+        pos = self.frames
+        for i, (demo, length) in enumerate(zip(demos, lengths)):
+            length = int(length)
+            dst = self._data[pos : pos + length]
+            offs = byte_offsets(reader, demo, self.key, self.frame_shape, self.stored_dtype, length, verify=i == 0)
+            if offs is None:
+                reader.read_into(demo, self.key, dst)
+                if progress is not None:
+                    progress(length)
+            else:
+                pending.append((demo, dst, offs))
+            pos += length
+        self.frames = pos
+
+        def finish() -> None:
+            for demo, dst, offs in pending:
+                where = f"/data/{demo}/{self.key}"
+                if self.stored_dtype == self.dtype:
+                    read_by_offsets(reader, dst, offs, where)
+                else:
+                    raw = np.empty(dst.shape, dtype=self.stored_dtype)
+                    read_by_offsets(reader, raw, offs, where)
+                    dst[...] = raw
+                if progress is not None:
+                    progress(len(dst))
+
+        return finish
+
+    def truncate(self, frames: int, count: int) -> None:
+        self.frames = min(self.frames, frames)
+
+    def _grow(self, frames: int) -> None:
+        capacity = max(frames, self.frames + self.frames // 4) if self.frames else frames
+        owner, data = shared_array((capacity, *self.frame_shape), self.dtype)
+        data[: self.frames] = self._data[: self.frames]
+        self._owner, self._data = owner, data
+
+    def gather_windows(self, win: Windows) -> np.ndarray:
+        out = self._data.take(win.flat.reshape(-1), axis=0)
+        return out.reshape((win.size, win.length, *self.frame_shape))
+
+    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
+        return self._data.take(flat, axis=0)
+
+    def demo_arrays(self, reader, demos, lengths, starts):
+        for start, length in zip(starts, lengths):
+            yield self._data[int(start) : int(start) + int(length)]
+
+
+PACK_MAX_FRAME_BYTES = 1024
+"""Keys with frames up to this size (low-dim vectors) are packed into one record array."""
+
+
+def _align(n: int, to: int = 8) -> int:
+    return -(-n // to) * to
+
+
+class PackedRam:
+    """Several small keys in one shared (frames, record bytes) array: one gather serves them all.
+
+    A batch of low-dim keys (obs, next_obs, actions, ...) is then one numpy take of whole
+    records instead of one per key; each key is cut out of the records afterwards as a
+    contiguous array.
+    """
+
+    cached = True
+
+    def __init__(self, members: list[tuple[str, tuple[int, ...], np.dtype, np.dtype]]):
+        self.layout: dict[str, tuple[int, int, tuple[int, ...], np.dtype, np.dtype]] = {}
+        pos = 0
+        for key, shape, dtype, stored in members:
+            dtype = np.dtype(dtype)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            pos = _align(pos, dtype.itemsize)
+            self.layout[key] = (pos, nbytes, tuple(shape), dtype, np.dtype(stored))
+            pos += nbytes
+        self.record = max(_align(pos), 8)
+        self.frames = 0
+        self._owner, self._data = shared_array((0, self.record), np.uint8)
+        self.members = {key: PackedKey(self, key) for key in self.layout}
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._data.nbytes)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_rows"] = self._data.shape[0]
+        state.pop("_data")
+        return state
+
+    def __setstate__(self, state):
+        rows = state.pop("_rows")
+        self.__dict__.update(state)
+        self._data = self._owner.numpy()[: rows * self.record].reshape(rows, self.record)
+
+    def view(self, key: str) -> np.ndarray:
+        """All frames of `key` as a (strided) (frames, *shape) view into the records."""
+        start, nbytes, shape, dtype, _ = self.layout[key]
+        cols = self._data[: self.frames, start : start + nbytes]
+        return cols.view(dtype).reshape((self.frames, *shape))
+
+    def _grow(self, frames: int) -> None:
+        capacity = max(frames, self.frames + self.frames // 4) if self.frames else frames
+        owner, data = shared_array((capacity, self.record), np.uint8)
+        data[: self.frames] = self._data[: self.frames]
+        self._owner, self._data = owner, data
+
+    def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
+        """Read `demos` into new records (see RamArray.append); returns the finishing function."""
+        need = self.frames + int(np.sum(lengths))
+        if need > self._data.shape[0]:
+            self._grow(need)
+        first = self.frames
+        self.frames = need
+        pending = []
+        for key, (start, nbytes, shape, dtype, stored) in self.layout.items():
+            column = self.view(key)
+            pos = first
+            for i, (demo, length) in enumerate(zip(demos, lengths)):
+                length = int(length)
+                dst = column[pos : pos + length]
+                offs = byte_offsets(reader, demo, key, shape, stored, length, verify=i == 0)
+                if offs is None:
+                    raw = np.empty((length, *shape), dtype=stored)
+                    reader.read_into(demo, key, raw)
+                    dst[...] = raw
+                    if progress is not None:
+                        progress(length)
+                else:
+                    pending.append((demo, key, dst, offs, shape, stored))
+                pos += length
+
+        def finish() -> None:
+            for demo, key, dst, offs, shape, stored in pending:
+                raw = np.empty((len(offs), *shape), dtype=stored)
+                read_by_offsets(reader, raw, offs, f"/data/{demo}/{key}")
+                dst[...] = raw
+                if progress is not None:
+                    progress(len(offs))
+
+        return finish
+
+    def truncate(self, frames: int, count: int) -> None:
+        self.frames = min(self.frames, frames)
+
+    def _cut(self, records: np.ndarray, keys, lead: tuple[int, ...]) -> dict[str, np.ndarray]:
+        out = {}
+        for key in keys:
+            start, nbytes, shape, dtype, _ = self.layout[key]
+            out[key] = records[:, start : start + nbytes].copy().view(dtype).reshape((*lead, *shape))
+        return out
+
+    def gather_windows_of(self, win: Windows, keys) -> dict[str, np.ndarray]:
+        records = self._data.take(win.flat.reshape(-1), axis=0)
+        return self._cut(records, keys, (win.size, win.length))
+
+    def gather_frames_of(self, flat: np.ndarray, keys) -> dict[str, np.ndarray]:
+        return self._cut(self._data.take(flat, axis=0), keys, (len(flat),))
+
+
+class PackedKey:
+    """One key of a PackedRam, usable like a RamArray."""
+
+    cached = True
+    nbytes = 0  # counted by the pack
+
+    def __init__(self, pack: PackedRam, key: str):
+        self.pack = pack
+        self.key = key
+        _, _, self.frame_shape, self.dtype, _ = pack.layout[key]
+
+    def gather_windows(self, win: Windows) -> np.ndarray:
+        return self.pack.gather_windows_of(win, [self.key])[self.key]
+
+    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
+        return self.pack.gather_frames_of(flat, [self.key])[self.key]
+
+    def demo_arrays(self, reader, demos, lengths, starts):
+        column = self.pack.view(self.key)
+        for start, length in zip(starts, lengths):
+            yield column[int(start) : int(start) + int(length)]
+
+
 class FileArray:
     """One key read from the file per window: no RAM held beyond the byte offsets."""
 
@@ -358,23 +681,15 @@ class FileArray:
         self.frames = 0
         self.nbytes = 0
 
-    def append(self, source: DemoReader, demos: list[str], lengths: np.ndarray, progress=None) -> None:
+    def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
+        """Index the byte offsets of `demos` (inside a reader session); nothing to finish."""
         parts = [self.offsets]
         starts = [self.starts]
         pos = self.frames
-        for demo, length in zip(demos, lengths):
+        for i, (demo, length) in enumerate(zip(demos, lengths)):
             length = int(length)
-            dset = source.dataset(demo, self.key)
-            if dset.shape[0] < length:
-                raise LayoutError(
-                    f"array has {dset.shape[0]} steps, fewer than the demo's {length}",
-                    source.path,
-                    f"/data/{demo}/{self.key}",
-                )
-            offs = _frame_offsets(dset, self.frame_bytes)
-            if offs is not None and length and not self._bytes_agree(source, dset, demo, offs):
-                offs = None
-            parts.append(offs[:length] if offs is not None else np.full(length, -1, dtype=np.int64))
+            offs = byte_offsets(reader, demo, self.key, self.frame_shape, self.dtype, length, verify=i == 0)
+            parts.append(offs if offs is not None else np.full(length, -1, dtype=np.int64))
             starts.append(np.array([pos], dtype=np.int64))
             pos += length
             if progress is not None:
@@ -387,48 +702,37 @@ class FileArray:
         if len(self.offsets) > 1:
             follows[1:] = (self.offsets[1:] == self.offsets[:-1] + self.frame_bytes) & (self.offsets[1:] >= 0)
         self.breaks = np.concatenate([[0], np.cumsum(~follows)])
+        return None
 
-    load = append
-
-    def _bytes_agree(self, source: DemoReader, dset: h5py.Dataset, demo: str, offs: np.ndarray) -> bool:
-        """Check the computed offset of the first and last frames against h5py's reading."""
-        for i in {0, len(offs) - 1}:
-            expected = np.ascontiguousarray(dset[i])
-            got = np.empty(self.frame_shape, dtype=self.dtype)
-            if self._pread(got, int(offs[i])) != self.frame_bytes:
-                return False
-            if expected.tobytes() != got.tobytes():
-                return False
-        return True
-
-    def _pread(self, out: np.ndarray, offset: int) -> int:
-        fd = self.reader.fd()
-        view = memoryview(out).cast("B")
-        done = 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n <= 0:
-                break
-            done += n
-        return done
+    def truncate(self, frames: int, count: int) -> None:
+        self.demos = self.demos[:count]
+        self.offsets = self.offsets[:frames]
+        self.starts = self.starts[:count]
+        self.breaks = self.breaks[: frames + 1]
+        self.frames = min(self.frames, frames)
 
     def _read(self, out: np.ndarray, demo: np.ndarray, begin: np.ndarray, end: np.ndarray, pad_front: np.ndarray) -> None:
         first = self.starts[demo] + begin
         last = self.starts[demo] + end - 1
         direct = (self.offsets[first] >= 0) & (self.breaks[last + 1] - self.breaks[first + 1] == 0)
         byte_start = self.offsets[first]
+        reader = self.reader
         for b in range(len(demo)):
             count = int(end[b] - begin[b])
             dst = out[b, int(pad_front[b]) : int(pad_front[b]) + count]
+            d = int(demo[b])
             if direct[b]:
-                if self._pread(dst, int(byte_start[b])) == dst.nbytes:
-                    continue
-                raise LayoutError(
-                    "file ended before the frames (truncated?)",
-                    self.reader.path,
-                    f"/data/{self.demos[int(demo[b])]}/{self.key}",
+                if reader.pread(dst, int(byte_start[b])) != dst.nbytes:
+                    raise LayoutError(
+                        "file ended before the frames (truncated?)", reader.path, f"/data/{self.demos[d]}/{self.key}"
+                    )
+            elif self.offsets[first[b]] >= 0:  # uncompressed, but not one run of bytes
+                read_by_offsets(
+                    reader, dst, self.offsets[first[b] : last[b] + 1], f"/data/{self.demos[d]}/{self.key}"
                 )
-            self.reader.read_into(self.demos[int(demo[b])], self.key, dst, int(begin[b]))
+            else:
+                with reader.session():
+                    reader.read_into(self.demos[d], self.key, dst, int(begin[b]))
 
     def gather_windows(self, win: Windows) -> np.ndarray:
         out = np.empty((win.size, win.length, *self.frame_shape), dtype=self.dtype)
@@ -444,8 +748,12 @@ class FileArray:
             self._read(out, demo, step, step + 1, zero)
         return out[:, 0]
 
-    def demo_arrays(self, source: DemoReader, demos, lengths, starts):
-        for demo, length in zip(demos, lengths):
+    def demo_arrays(self, reader: DemoReader, demos, lengths, starts):
+        for i, (demo, length) in enumerate(zip(demos, lengths)):
             out = np.empty((int(length), *self.frame_shape), dtype=self.dtype)
-            source.read_into(demo, self.key, out)
+            s = int(self.starts[i])
+            if length and self.offsets[s] >= 0:
+                read_by_offsets(reader, out, self.offsets[s : s + int(length)], f"/data/{demo}/{self.key}")
+            else:
+                reader.read_into(demo, self.key, out)
             yield out

@@ -81,7 +81,7 @@ class Env(abc.ABC):
         """Cameras whose frames are part of every observation."""
         return ()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook; most environments need nothing
         """Free the simulator (rendering contexts, windows)."""
 
     def __enter__(self) -> Env:

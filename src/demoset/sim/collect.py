@@ -74,7 +74,9 @@ def teleop_env_info(env_name: str, robots: list[str], controller: str | None = N
     try:
         controller_config = load_composite_controller_config(controller=controller, robot=robots[0])
     except Exception as exc:  # noqa: BLE001
-        raise SimulationError(f"cannot load controller config {controller!r} for {robots[0]}: {exc}") from None
+        raise SimulationError(
+            f"cannot load controller config {controller!r} for {robots[0]}: {exc}"
+        ) from None
     config = {"env_name": env_name, "robots": list(robots), "controller_configs": controller_config}
     if "TwoArm" in env_name:
         config["env_configuration"] = "default"
@@ -119,15 +121,26 @@ def read_episode_folder(ep_directory: str) -> tuple[np.ndarray, np.ndarray, bool
     return np.array(states), np.array(actions), success, env_name, xml
 
 
-def write_raw_hdf5(path: str, episodes: list[tuple[np.ndarray, np.ndarray, str]], env_name: str, env_info: dict) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_raw_hdf5(
+    path: str, episodes: list[tuple[np.ndarray, np.ndarray, str]], env_name: str, env_info: dict
+) -> None:
     """Write episodes (states, actions, model_xml) as robosuite's raw demo.hdf5, atomically."""
     import robosuite
 
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise WriteError(f"directory {directory} does not exist", path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory
+    )
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output is an ordinary file
     try:
         with h5py.File(tmp, "w") as f:
             grp = f.create_group("data")
@@ -201,7 +214,11 @@ def collect_demos(
             reward_shaping=True,
             control_freq=20,
             seed=seed,
-            **({"env_configuration": env_info["env_configuration"]} if "env_configuration" in env_info else {}),
+            **(
+                {"env_configuration": env_info["env_configuration"]}
+                if "env_configuration" in env_info
+                else {}
+            ),
         )
         sim_env = env.env
         with contextlib.redirect_stdout(quiet):
@@ -250,13 +267,16 @@ def collect_demos(
             kept.append((states, actions, xml))
             report.lengths.append(len(actions))
             if observed is not None:
-                stacked = {k: np.stack([o[k] for o in observed[: len(actions)]]) for k in observed[0]}
+                stacked = {
+                    k: np.stack([o[k] for o in observed[: len(actions)]]) for k in observed[0]
+                }
                 report.observations.append(stacked)
                 report.final_observations.append(observed[len(actions)])
             env_name_recorded = recorded_env or env_name
         if not kept:
             raise SimulationError(
-                f"no successful {env_name} demos in {report.attempts} attempts; nothing written", out_path
+                f"no successful {env_name} demos in {report.attempts} attempts; nothing written",
+                out_path,
             )
         write_raw_hdf5(out_path, kept, env_name_recorded, env_info)
     finally:

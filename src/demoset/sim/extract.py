@@ -5,7 +5,7 @@ the observation is read (low-dim values, camera frames, depth). The transition r
 done flag of step t are those of state t+1, as in robomimic. The last step's next
 observation does not exist in the file, so the last action is applied from the last state
 (after restoring the gripper command ramp from the earlier actions, so the step matches
-the recording).
+the recording) and the resulting state is observed.
 
 Speed and safety:
 - `workers=N` runs demos in N processes (each with its own simulator). Each worker sends a
@@ -94,7 +94,9 @@ def source_env_meta(df) -> EnvMeta:
         from demoset.convert.robosuite_raw import env_meta_from_raw_attrs
 
         return env_meta_from_raw_attrs(attrs, df.path)
-    raise SimulationError("the file has no env_args (and no robosuite env / env_info attributes)", df.path, "/data")
+    raise SimulationError(
+        "the file has no env_args (and no robosuite env / env_info attributes)", df.path, "/data"
+    )
 
 
 def done_flags(successes: np.ndarray, done_mode: int) -> np.ndarray:
@@ -142,7 +144,11 @@ def extract_demo(env, df, demo: str, options: ExtractOptions) -> DemoResult:
         successes[t - 1] = env.is_success()
     if hasattr(env, "restore_action_history"):
         env.restore_action_history(actions[: n - 1])
-    final_obs, _, _, _ = env.step(actions[n - 1])
+    env.step(actions[n - 1])
+    # Observe the reached state the way every other state here is observed (set, forward,
+    # read): robosuite's step returns observables sampled at an earlier substep and
+    # positions from before the last integration.
+    final_obs = env.reset_to({"states": env.get_state()["states"]})
     rewards[n - 1] = env.get_reward()
     successes[n - 1] = env.is_success()
 
@@ -228,9 +234,14 @@ def _close_worker() -> None:
 
 def _results_in_pool(path: str, demos: Sequence[str], options: ExtractOptions, workers: int):
     """Yield (demo, result) in input order while up to 2 * workers demos are in flight."""
-    context = multiprocessing.get_context("spawn")  # fresh processes: no GL context or HDF5 handle shared
+    context = multiprocessing.get_context(
+        "spawn"
+    )  # fresh processes: no GL context or HDF5 handle shared
     with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(path, asdict(options))
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(path, asdict(options)),
     ) as pool:
         pending: deque = deque()
         queue = iter(demos)
@@ -244,7 +255,10 @@ def _results_in_pool(path: str, demos: Sequence[str], options: ExtractOptions, w
                 try:
                     result = future.result()
                 except concurrent.futures.process.BrokenProcessPool:
-                    result = ("error", "a worker process died (crashed or was killed) while extracting it")
+                    result = (
+                        "error",
+                        "a worker process died (crashed or was killed) while extracting it",
+                    )
                 yield demo, result
                 if result[0] != "ok":
                     return
@@ -314,7 +328,11 @@ def extract_obs(
             raise SimulationError("no demos to extract", dataset, "/data")
         for demo in demos:
             if not df.has(demo, C.STATES):
-                raise SimulationError("demo has no states to extract observations from", dataset, f"/data/{demo}/states")
+                raise SimulationError(
+                    "demo has no states to extract observations from",
+                    dataset,
+                    f"/data/{demo}/states",
+                )
         lengths = dict(zip(demos, df.lengths(demos).tolist()))
         filter_keys = {key: df.filter_key_demos(key) for key in df.filter_keys}
     total_frames = int(sum(lengths.values()))
@@ -326,14 +344,17 @@ def extract_obs(
         if workers == 1
         else _results_in_pool(dataset, demos, options, workers)
     )
-    with open_dataset(dataset) as df, DatasetWriter(
-        output,
-        mode="w",
-        overwrite=overwrite,
-        atomic=True,
-        image_compression=compression,
-        compression_level=compression_level,
-    ) as writer:
+    with (
+        open_dataset(dataset) as df,
+        DatasetWriter(
+            output,
+            mode="w",
+            overwrite=overwrite,
+            atomic=True,
+            image_compression=compression,
+            compression_level=compression_level,
+        ) as writer,
+    ):
         try:
             for demo, (status, result) in results:
                 if status != "ok":
@@ -343,7 +364,9 @@ def extract_obs(
                     writer.set_env_meta(result.env_meta)
                 report.demos += 1
                 report.frames += lengths[demo]
-                report.black_frames.extend((demo, key, idx) for key, idx in result.black_frames.items())
+                report.black_frames.extend(
+                    (demo, key, idx) for key, idx in result.black_frames.items()
+                )
                 if progress is not None:
                     progress(report.frames, total_frames)
         finally:
@@ -364,7 +387,9 @@ def _write_demo(writer: DatasetWriter, df, result: DemoResult, exclude_next_obs:
     attrs = df.demo_attrs(demo)
     action_dict = None
     if df.action_dict_keys(demo):
-        action_dict = {key: df.read(demo, f"{C.ACTION_DICT}/{key}") for key in df.action_dict_keys(demo)}
+        action_dict = {
+            key: df.read(demo, f"{C.ACTION_DICT}/{key}") for key in df.action_dict_keys(demo)
+        }
     writer.add_demo(
         actions=df.read(demo, C.ACTIONS),
         obs=result.obs,

@@ -23,7 +23,9 @@ def as_env_meta(env_meta: EnvMeta | Mapping | str) -> EnvMeta:
         except ValueError as exc:
             raise SimulationError(f"env_args is not JSON ({exc})") from None
     if not isinstance(env_meta, Mapping):
-        raise SimulationError(f"env_args must be a dict or JSON text, got {type(env_meta).__name__}")
+        raise SimulationError(
+            f"env_args must be a dict or JSON text, got {type(env_meta).__name__}"
+        )
     return env_meta_from_dict(dict(env_meta))
 
 
@@ -47,6 +49,8 @@ def make_env(
     kwargs = dict(meta.env_kwargs)
     kwargs.update(overrides)
     kwargs.pop("env_name", None)  # robosuite's env_info repeats it inside env_kwargs
+    for key in ("render_offscreen", "camera_names", "camera_height", "camera_width", "use_depth"):
+        kwargs.pop(key, None)  # decided by this call's arguments, not by what was stored
     if isinstance(camera_names, str):
         camera_names = (camera_names,)
     if meta.env_type == ENV_TYPE_ROBOSUITE:
@@ -63,10 +67,14 @@ def make_env(
         )
     if meta.env_type == ENV_TYPE_GYM:
         if camera_names:
-            raise SimulationError("camera observations are only supported for robosuite environments")
+            raise SimulationError(
+                "camera observations are only supported for robosuite environments"
+            )
         from demoset.sim.gym_env import GymEnv
 
-        return GymEnv(meta.env_name, render_offscreen=render_offscreen, use_depth=use_depth, **kwargs)
+        return GymEnv(
+            meta.env_name, render_offscreen=render_offscreen, use_depth=use_depth, **kwargs
+        )
     if meta.env_type == ENV_TYPE_IG_MOMART:
         raise SimulationError("iGibson (MOMART, env type 3) environments are not supported")
     raise SimulationError(f"unknown environment type {meta.env_type} in env_args")

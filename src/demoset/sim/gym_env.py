@@ -35,22 +35,34 @@ def _first_line(exc: BaseException) -> str:
 class GymEnv(Env):
     """A gymnasium environment made with `gymnasium.make(env_name, **env_kwargs)`."""
 
-    def __init__(self, env_name: str, render_offscreen: bool = False, use_depth: bool = False, **env_kwargs: Any):
+    def __init__(
+        self,
+        env_name: str,
+        render_offscreen: bool = False,
+        use_depth: bool = False,
+        **env_kwargs: Any,
+    ):
         try:
             import gymnasium
         except ImportError as exc:
             raise SimulationError(f"gymnasium is not installed ({exc})") from None
         if use_depth:
-            raise SimulationError("depth observations are only supported for robosuite environments")
+            raise SimulationError(
+                "depth observations are only supported for robosuite environments"
+            )
         self._env_name = env_name
-        self._init_kwargs = {k: v for k, v in copy.deepcopy(env_kwargs).items() if k not in _MANAGED_KWARGS}
+        self._init_kwargs = {
+            k: v for k, v in copy.deepcopy(env_kwargs).items() if k not in _MANAGED_KWARGS
+        }
         make_kwargs = dict(self._init_kwargs)
         if render_offscreen:
             make_kwargs["render_mode"] = "rgb_array"
         try:
             self.env = gymnasium.make(env_name, **make_kwargs)
         except Exception as exc:  # noqa: BLE001 - gymnasium raises many kinds; all mean "cannot create"
-            raise SimulationError(f"cannot create gymnasium environment {env_name!r}: {_first_line(exc)}") from None
+            raise SimulationError(
+                f"cannot create gymnasium environment {env_name!r}: {_first_line(exc)}"
+            ) from None
         self._last_obs: Any = None
         self._last_reward = 0.0
         self._last_info: dict = {}
@@ -93,7 +105,9 @@ class GymEnv(Env):
         elif hasattr(env, "state"):
             current = np.asarray(env.state)
             if current.size != flat.size:
-                raise SimulationError(f"a state has {flat.size} values but {self._env_name} needs {current.size}")
+                raise SimulationError(
+                    f"a state has {flat.size} values but {self._env_name} needs {current.size}"
+                )
             env.state = flat.reshape(current.shape).astype(current.dtype, copy=False)
         else:
             raise SimulationError(f"{self._env_name} cannot be reset to a stored state")
@@ -102,7 +116,12 @@ class GymEnv(Env):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(np.asarray(action))
         self._last_obs, self._last_reward, self._last_info = obs, float(reward), dict(info)
-        return self._as_obs_dict(obs), float(reward), bool(terminated), dict(info, truncated=bool(truncated))
+        return (
+            self._as_obs_dict(obs),
+            float(reward),
+            bool(terminated),
+            dict(info, truncated=bool(truncated)),
+        )
 
     def get_state(self) -> dict[str, Any]:
         env = self._unwrapped
@@ -147,7 +166,11 @@ class GymEnv(Env):
 
     @property
     def env_meta(self) -> EnvMeta:
-        return EnvMeta(env_name=self._env_name, env_type=ENV_TYPE_GYM, env_kwargs=copy.deepcopy(self._init_kwargs))
+        return EnvMeta(
+            env_name=self._env_name,
+            env_type=ENV_TYPE_GYM,
+            env_kwargs=copy.deepcopy(self._init_kwargs),
+        )
 
     @property
     def action_dim(self) -> int:

@@ -54,7 +54,9 @@ def import_robosuite():
     try:
         import robosuite
     except ImportError as exc:
-        raise SimulationError(f"robosuite is not installed ({exc}); pip install 'demoset[sim]'") from None
+        raise SimulationError(
+            f"robosuite is not installed ({exc}); pip install 'demoset[sim]'"
+        ) from None
     finally:
         logging.disable(previous)
     logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
@@ -63,7 +65,9 @@ def import_robosuite():
 
 def _jsonable(value: Any) -> Any:
     """env_kwargs as plain JSON types (numpy scalars and arrays become numbers and lists)."""
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+    return json.loads(
+        json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    )
 
 
 def _composite_controller(controller_configs: Any, robots: Any) -> Any:
@@ -124,7 +128,9 @@ class RobosuiteEnv(Env):
                 camera_widths=int(camera_width),
             )
         if "controller_configs" in kwargs:
-            kwargs["controller_configs"] = _composite_controller(kwargs["controller_configs"], kwargs.get("robots"))
+            kwargs["controller_configs"] = _composite_controller(
+                kwargs["controller_configs"], kwargs.get("robots")
+            )
         self._init_kwargs = kwargs
         make_kwargs = copy.deepcopy(kwargs)
         if fast_reset:
@@ -136,7 +142,9 @@ class RobosuiteEnv(Env):
             self.env = robosuite.make(env_name, **make_kwargs)
         except Exception as exc:  # noqa: BLE001 - robosuite raises many kinds; all mean "cannot create"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SimulationError(f"cannot create robosuite environment {env_name!r}: {first}") from None
+            raise SimulationError(
+                f"cannot create robosuite environment {env_name!r}: {first}"
+            ) from None
         for name in self.env.observation_names:
             if "joint_pos" in name or "eef_vel" in name:
                 self.env.modify_observable(observable_name=name, attribute="active", modifier=True)
@@ -271,7 +279,9 @@ class RobosuiteEnv(Env):
         except Exception:  # noqa: BLE001
             names = ", ".join(self.available_cameras())
             raise SimulationError(f"no camera named {camera_name!r} (cameras: {names})") from None
-        result = self.env.sim.render(width=int(width), height=int(height), camera_name=camera_name, depth=depth)
+        result = self.env.sim.render(
+            width=int(width), height=int(height), camera_name=camera_name, depth=depth
+        )
         if not depth:
             return np.ascontiguousarray(result[::-1])
         from robosuite.utils.camera_utils import get_real_depth_map
@@ -295,7 +305,9 @@ class RobosuiteEnv(Env):
             raise SimulationError("absolute actions are computed for single-arm robots only")
         robot = self.env.robots[0]
         controller = robot.part_controllers["right"]
-        if getattr(controller, "input_type", "delta") != "delta" or not hasattr(controller, "goal_ori"):
+        if getattr(controller, "input_type", "delta") != "delta" or not hasattr(
+            controller, "goal_ori"
+        ):
             raise SimulationError("absolute actions need an OSC_POSE controller with delta input")
         states = np.asarray(states)
         actions = np.asarray(actions, dtype=np.float64)

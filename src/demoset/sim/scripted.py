@@ -148,7 +148,9 @@ class ScriptedPolicy:
             rot = rot + self.rng.normal(0.0, self.noise * 0.2, size=3)
         self.steps_on_waypoint += 1
         reached = wp.target is None or np.linalg.norm(error) < wp.tol
-        if (reached and self.steps_on_waypoint >= wp.min_steps) or self.steps_on_waypoint >= wp.max_steps:
+        if (
+            reached and self.steps_on_waypoint >= wp.min_steps
+        ) or self.steps_on_waypoint >= wp.max_steps:
             self.index += 1
             self.steps_on_waypoint = 0
         return np.concatenate([np.clip(move, -1, 1), np.clip(rot, -1, 1), [wp.grip]])
@@ -162,7 +164,9 @@ class ScriptedPolicy:
             Waypoint("approach", above, OPEN, tol=0.012, max_steps=80, align_yaw=True),
             Waypoint("descend", grasp, OPEN, tol=0.006, max_steps=50, align_yaw=True),
             Waypoint("grasp", None, CLOSED, min_steps=8, max_steps=8),
-            Waypoint("lift", grasp + np.array([0.0, 0.0, ep.lift]), CLOSED, tol=0.015, max_steps=60),
+            Waypoint(
+                "lift", grasp + np.array([0.0, 0.0, ep.lift]), CLOSED, tol=0.015, max_steps=60
+            ),
         ]
 
 
@@ -218,7 +222,13 @@ class PickPlaceCanPolicy(ScriptedPolicy):
         drop = np.array([target[0] + ep.place_offset[0], target[1] + ep.place_offset[1], 0.0])
         drop[2] = env.bin2_pos[2] + 0.12
         waypoints += [
-            Waypoint("carry_up", np.array([can[0], can[1], drop[2] + 0.05]), CLOSED, tol=0.02, max_steps=60),
+            Waypoint(
+                "carry_up",
+                np.array([can[0], can[1], drop[2] + 0.05]),
+                CLOSED,
+                tol=0.02,
+                max_steps=60,
+            ),
             Waypoint("carry", drop + np.array([0.0, 0.0, 0.05]), CLOSED, tol=0.015, max_steps=100),
             Waypoint("lower", drop, CLOSED, tol=0.01, max_steps=40),
             Waypoint("release", None, OPEN, min_steps=10, max_steps=10),
@@ -232,7 +242,9 @@ POLICIES: dict[str, type[ScriptedPolicy]] = {
 }
 
 
-def scripted_policy_for(env_name: str, env, rng: np.random.Generator, noise: float = 0.05) -> ScriptedPolicy:
+def scripted_policy_for(
+    env_name: str, env, rng: np.random.Generator, noise: float = 0.05
+) -> ScriptedPolicy:
     """The scripted demonstrator for a robosuite task (raises SimulationError if none)."""
     if env_name not in POLICIES:
         raise SimulationError(

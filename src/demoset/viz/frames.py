@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 
 import numpy as np
 
@@ -49,42 +48,48 @@ def to_rgb(frames: np.ndarray, value_range: tuple[float, float] | None = None) -
 def fit(frames: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
     """RGB frames scaled so the longer side is about `size` pixels.
 
-    Small frames grow by a whole factor with nearest-neighbour (no blur); frames larger
-    than `size` shrink with a smooth filter.
+    Frames at least two times too small grow by a whole factor with nearest-neighbour, so
+    tiny renders stay crisp; other sizes are resampled smoothly to exactly `size`.
     """
     frames = np.asarray(frames)
     if frames.size == 0:
         return frames
     h, w = frames.shape[1:3]
     longest = max(h, w)
-    if longest < size:
-        factor = max(1, math.floor(size / longest))
-        if factor > 1:
-            return frames.repeat(factor, axis=1).repeat(factor, axis=2)
-        return frames
     if longest == size:
         return frames
+    factor = size // longest
+    if factor >= 2:
+        return frames.repeat(factor, axis=1).repeat(factor, axis=2)
     from PIL import Image
 
     new_w = max(1, round(w * size / longest))
     new_h = max(1, round(h * size / longest))
     out = np.empty((len(frames), new_h, new_w, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
-        out[i] = np.asarray(
-            Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BILINEAR)
-        )
+        image = Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(image)
+    return out
+
+
+def grid(frames: np.ndarray, cols: int, gap: int = 2, background: int = 255) -> np.ndarray:
+    """Frames in a grid of `cols` columns (row by row), `gap` pixels of `background` apart."""
+    frames = np.asarray(frames)
+    n, h, w = frames.shape[:3]
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    out = np.full(
+        (rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), background, np.uint8
+    )
+    for i, frame in enumerate(frames):
+        y, x = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        out[y : y + h, x : x + w] = frame
     return out
 
 
 def strip(frames: np.ndarray, gap: int = 2, background: int = 255) -> np.ndarray:
     """Frames side by side in one image, separated by `gap` pixels of `background`."""
-    frames = np.asarray(frames)
-    n, h, w = frames.shape[:3]
-    out = np.full((h, n * w + max(0, n - 1) * gap, 3), background, dtype=np.uint8)
-    for i, frame in enumerate(frames):
-        x = i * (w + gap)
-        out[:, x : x + w] = frame
-    return out
+    return grid(frames, len(frames), gap, background)
 
 
 def encode_png(image: np.ndarray) -> bytes:

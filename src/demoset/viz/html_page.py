@@ -49,6 +49,7 @@ class CameraSection:
 class OutlierRow:
     outlier: Outlier
     thumb_uri: str | None = None
+    thumb_steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -113,24 +114,26 @@ code, .mono { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospa
 .bar { background:#edf0f5; border-radius:4px; height:10px; width:180px; overflow:hidden; display:inline-block; vertical-align:middle; }
 .bar span { display:block; height:100%; background:var(--blue); }
 .plot { margin:8px 0 22px; }
+details.fold { border-top:1px solid var(--line); padding:2px 0; }
+details.fold summary { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:13px; padding:6px 0; }
 .plot img { display:block; width:100%; height:auto; border:1px solid var(--line); border-radius:6px; }
 .plot .caption { font-size:12.5px; color:var(--muted); margin-top:4px; }
-.cam-row { display:flex; gap:16px; align-items:flex-start; padding:10px 0; border-top:1px solid var(--line); }
-.cam-row:first-of-type { border-top:none; }
-.cam-row .clip { flex:0 0 auto; text-align:center; }
-.cam-row .clip img { display:block; width:176px; height:auto; image-rendering:pixelated; border-radius:6px; background:#000; }
-.cam-row .meta { flex:1 1 auto; min-width:0; }
-.cam-row .meta .name { font-weight:600; }
-.cam-row .strip { max-width:100%; overflow-x:auto; margin-top:6px; }
-.cam-row .strip img { display:block; height:96px; width:auto; image-rendering:pixelated; border-radius:4px; }
+.cam-grid { display:grid; grid-template-columns:repeat(2, minmax(0, 1fr)); gap:10px 18px; margin-bottom:6px; }
+.cam-card { border:1px solid var(--line); border-radius:8px; padding:8px 10px 8px; background:#fcfcfd; }
+.cam-card .head { margin-bottom:6px; }
+.cam-card .name { font-weight:600; }
+.cam-card .body { display:flex; gap:12px; align-items:flex-start; }
+.cam-card .clip img { display:block; border-radius:6px; background:#000; }
+.cam-card .strip { min-width:0; overflow-x:auto; }
+.cam-card .strip img { display:block; border-radius:4px; }
 .steps { font-size:12px; color:var(--muted); margin-top:3px; }
-.thumb img { height:48px; width:auto; image-rendering:pixelated; border-radius:3px; display:block; }
+.thumb img { border-radius:3px; display:block; }
 pre { background:#f7f8fa; border:1px solid var(--line); border-radius:6px; padding:10px 12px; overflow:auto; font-size:12px; max-height:420px; }
 details summary { cursor:pointer; color:var(--blue); margin:6px 0; }
 ul.checks { margin:6px 0 0; padding-left:20px; color:var(--muted); font-size:13px; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px 0 30px; }
 .two { display:grid; grid-template-columns:1fr 1fr; gap:24px; }
-@media (max-width: 900px) { .cards { grid-template-columns:repeat(2, 1fr); } .two { grid-template-columns:1fr; } .cam-row { flex-direction:column; } }
+@media (max-width: 900px) { .cards { grid-template-columns:repeat(2, 1fr); } .two, .cam-grid { grid-template-columns:1fr; } }
 """
 
 
@@ -249,7 +252,8 @@ def _outliers(page: ReportPage) -> str:
     for row in page.outliers:
         o = row.outlier
         thumb = (
-            f'<div class="thumb"><img alt="frames of {_e(o.demo)}" src="{row.thumb_uri}"></div>'
+            f'<div class="thumb"><img alt="frames of {_e(o.demo)}" src="{row.thumb_uri}">'
+            f'<div class="steps">steps {", ".join(map(str, row.thumb_steps))}</div></div>'
             if row.thumb_uri
             else ""
         )
@@ -294,10 +298,11 @@ def _cameras(page: ReportPage) -> str:
         return "".join(out)
     n = len(page.cameras[0].demos)
     out.append(
-        f'<p class="lead">A seeded sample of {n} demos: a looping clip of each demo and frames spread evenly over it.</p>'
+        f'<p class="lead">A seeded sample of {n} demos: a looping clip of each and frames spread evenly over it.</p>'
     )
     for cam in page.cameras:
         out.append(f'<h3>{_e(cam.key)} <span class="dim">{_e(cam.describe)}</span></h3>')
+        out.append('<div class="cam-grid">')
         for d in cam.demos:
             clip = (
                 f'<div class="clip"><img alt="clip of {_e(d.demo)}, {_e(cam.key)}" src="{d.clip_uri}"></div>'
@@ -306,13 +311,21 @@ def _cameras(page: ReportPage) -> str:
             )
             steps = ", ".join(str(s) for s in d.strip_steps)
             out.append(
-                f'<div class="cam-row">{clip}<div class="meta"><div><span class="name mono">{_e(d.demo)}</span>'
+                f'<div class="cam-card"><div class="head"><span class="name mono">{_e(d.demo)}</span>'
                 f'{_group_badge(d.group)} <span class="steps">{d.length} steps</span></div>'
-                f'<div class="strip"><img alt="frames of {_e(d.demo)}, {_e(cam.key)}" src="{d.strip_uri}"></div>'
-                f'<div class="steps">steps {_e(steps)}</div></div></div>'
+                f'<div class="body">{clip}<div class="strip"><img alt="frames of {_e(d.demo)}, '
+                f'{_e(cam.key)}" src="{d.strip_uri}"><div class="steps">steps {_e(steps)}</div>'
+                "</div></div></div>"
             )
+        out.append("</div>")
     out.append("</section>")
     return "".join(out)
+
+
+def _plot_html(plot: Plot, caption: bool = True) -> str:
+    uri = data_uri(plot.png, "image/png")
+    text = f'<div class="caption">{_e(plot.caption)}</div>' if caption and plot.caption else ""
+    return f'<div class="plot"><img alt="{_e(plot.title)}" src="{uri}">{text}</div>'
 
 
 def _plots(page: ReportPage) -> str:
@@ -320,12 +333,25 @@ def _plots(page: ReportPage) -> str:
     if not page.plots:
         out.append('<p class="lead">Nothing to plot: no demos.</p></section>')
         return "".join(out)
-    for p in page.plots:
-        uri = data_uri(p.png, "image/png")
+    overview = [p for p in page.plots if not p.name.startswith("trajectory_")]
+    trajectories = [p for p in page.plots if p.name.startswith("trajectory_")]
+    out.extend(_plot_html(p) for p in overview)
+    if trajectories:
         out.append(
-            f'<div class="plot"><h3>{_e(p.title)}</h3><img alt="{_e(p.title)}" src="{uri}">'
-            f'<div class="caption">{_e(p.caption)}</div></div>'
+            f'<h3 id="trajectories">Trajectories</h3><p class="lead">{_e(trajectories[0].caption)}; '
+            "one panel per dimension.</p>"
         )
+        # actions are always shown; observation keys fold away when there are many
+        fold = len(trajectories) > 4
+        for i, p in enumerate(trajectories):
+            if fold and p.title != "actions":
+                state = " open" if i < 3 else ""
+                out.append(
+                    f'<details class="fold"{state}><summary>{_e(p.title)}</summary>'
+                    f"{_plot_html(p, caption=False)}</details>"
+                )
+            else:
+                out.append(_plot_html(p, caption=False))
     out.append("</section>")
     return "".join(out)
 
@@ -363,7 +389,17 @@ def _structure(page: ReportPage) -> str:
         out.append(
             "<table><thead><tr><th>Array</th><th>Shape</th><th>dtype</th></tr></thead><tbody>"
         )
+        next_obs = [k for k in arrays if k.startswith("next_obs/")]
+        obs = {k[4:] for k in arrays if k.startswith("obs/")}
+        mirrored = bool(next_obs) and {k[9:] for k in next_obs} == obs
         for key, info in arrays.items():
+            if mirrored and key.startswith("next_obs/"):
+                if key == next_obs[0]:
+                    out.append(
+                        f'<tr><td class="mono">next_obs/…</td><td colspan="2">{len(next_obs)} '
+                        "arrays, the same keys as obs/</td></tr>"
+                    )
+                continue
             shape = "(" + ", ".join(str(v) for v in info.get("shape", [])) + ")"
             out.append(
                 f'<tr><td class="mono">{_e(key)}</td><td class="mono">{_e(shape)}</td><td class="mono">{_e(info.get("dtype"))}</td></tr>'
@@ -421,28 +457,18 @@ def render_page(page: ReportPage) -> str:
     sub = f"{env}<code>{_e(s.get('path', ''))}</code>" + (
         f" · filter key <code>{_e(page.filter_key)}</code>" if page.filter_key else ""
     )
-    nav = "".join(
-        f'<a href="#{a}">{t}</a>'
-        for a, t in (
-            ("outliers", "Outliers"),
-            ("validation", "Validation"),
-            ("cameras", "Cameras"),
-            ("plots", "Plots"),
-            ("filter-keys", "Filter keys"),
-            ("structure", "Structure"),
-            ("environment", "Environment"),
-        )
-    )
-    body = [
-        _overview(page),
-        _outliers(page),
-        _validation(page),
-        _cameras(page),
-        _plots(page),
-        _filter_keys(page),
-        _structure(page),
-        _environment(page),
+    # problems come first when there are any; a clean dataset opens on its pictures
+    problems_first = bool(page.outliers) or bool(page.findings)
+    checks = [("outliers", "Outliers", _outliers), ("validation", "Validation", _validation)]
+    pictures = [("cameras", "Cameras", _cameras), ("plots", "Plots", _plots)]
+    rest = [
+        ("filter-keys", "Filter keys", _filter_keys),
+        ("structure", "Structure", _structure),
+        ("environment", "Environment", _environment),
     ]
+    order = (checks + pictures if problems_first else pictures + checks) + rest
+    nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title, _ in order)
+    body = [_overview(page)] + [render(page) for _, _, render in order]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

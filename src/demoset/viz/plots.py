@@ -185,13 +185,14 @@ def lengths_figure(
     filter keys as outlines over the histogram; `outliers` are ringed in red and named.
     """
     import matplotlib
+    from matplotlib.ticker import MaxNLocator
 
     lengths = np.asarray(lengths, dtype=np.int64)
     colours = _group_colours(groups)
     names = list(colours)
     overlays = overlays or {}
     with matplotlib.rc_context(_style()):
-        fig = _new_figure(12.0, 3.6)
+        fig = _new_figure(FIG_WIDTH, 3.9)
         ax_hist, ax_demo = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.35]})
         lo, hi = (int(lengths.min()), int(lengths.max())) if lengths.size else (0, 1)
         bins = (
@@ -220,12 +221,19 @@ def lengths_figure(
                 linewidth=1.2,
                 label=f"{name} ({sel.size})",
             )
+        ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax_hist.set_xlabel("steps per demo")
         ax_hist.set_ylabel("demos")
         ax_hist.set_title("Length histogram", loc="left")
         ax_hist.legend(frameon=False)
 
-        x = np.arange(len(demos))
+        numbers = [re.fullmatch(r"demo_(\d+)", d) for d in demos]
+        if all(numbers):  # robomimic names: put each demo at its number
+            x = np.array([int(m.group(1)) for m in numbers])
+            x_label = "demo number (demo_N)"
+        else:
+            x = np.arange(len(demos))
+            x_label = "demo (numeric order)"
         for name in names:
             sel = np.array([g == name for g in groups], dtype=bool)
             ax_demo.scatter(x[sel], lengths[sel], s=14, color=colours[name], label=name, zorder=2)
@@ -252,12 +260,13 @@ def lengths_figure(
                     fontsize=7,
                     color=OUTLIER_COLOUR,
                 )
-        ax_demo.set_xlabel("demo (numeric order)")
+        ax_demo.set_xlabel(x_label)
         ax_demo.set_ylabel("steps")
         ax_demo.set_title("Length of each demo (dashed: median)", loc="left")
         if len(names) > 1 or flagged:
             ax_demo.legend(frameon=False, loc="best")
-        _margins(fig, top=0.35, wspace=0.18)
+        fig.suptitle("Episode lengths", x=0.01, ha="left", fontsize=11, fontweight="bold")
+        _margins(fig, top=0.7, wspace=0.18)
     return fig
 
 

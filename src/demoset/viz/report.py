@@ -120,15 +120,19 @@ def _describe_camera(info) -> str:
 
 def _thumb(
     indices: np.ndarray, rgb: np.ndarray, start: int, stop: int, count: int = 5
-) -> str | None:
-    """A small strip of the read frames that fall in steps [start, stop) (plus one either side)."""
+) -> tuple[str, list[int]] | None:
+    """A small strip of the read frames in steps [start, stop) and one either side.
+
+    Returns (data URI, the steps shown), or None when no read frame falls in the range.
+    """
     inside = np.flatnonzero((indices >= start) & (indices < stop))
     if inside.size == 0:
         return None
     lo, hi = max(0, inside[0] - 1), min(len(indices) - 1, inside[-1] + 1)
     picks = np.unique(np.round(np.linspace(lo, hi, min(count, hi - lo + 1))).astype(int))
     small = frames.fit(rgb[picks], 64)
-    return frames.data_uri(frames.encode_png(frames.strip(small, gap=2)), "image/png")
+    uri = frames.data_uri(frames.encode_png(frames.strip(small, gap=2)), "image/png")
+    return uri, [int(i) for i in indices[picks]]
 
 
 def _check_output(out: str) -> None:
@@ -167,10 +171,12 @@ def build_report(
     `filter_key` limits the report to that key's demos. Camera frames are read for
     `scan_demos` demos chosen with `seed` (`scan_frames` spread over each demo, per camera);
     clips and strips show `n_camera_demos` of them. Trajectory plots draw `n_plot_demos`
-    demos and `plot_keys` (default: actions and every low-dim observation). Outlier thresholds: `length_threshold`
-    (robust z-score), `bound_run` (steps with an action dimension pinned at ±1), `frozen_run`
-    (steps of identical frames), `black_level` (mean brightness out of 255). The file is
-    written atomically. Raises DemosetError subclasses for unreadable input or output.
+    demos and `plot_keys` (default: actions and every low-dim observation).
+
+    Outlier thresholds: `length_threshold` (robust z-score), `bound_run` (steps with an
+    action dimension pinned at ±1), `frozen_run` (steps of identical frames), `black_level`
+    (mean brightness out of 255). The file is written atomically. Raises DemosetError
+    subclasses for unreadable input or output (checked before any work).
     """
     from demoset import __version__
     from demoset.summary import summarize
@@ -226,7 +232,7 @@ def build_report(
         shown = set(sample_demos(scan, n_camera_demos, seed + 1))
         cam_info = df.obs_keys(selected[0]) if selected else {}
         sections = {key: CameraSection(key, _describe_camera(cam_info[key[4:]])) for key in cams}
-        thumbs: dict[tuple[str, str], str | None] = {}
+        thumbs: dict[tuple[str, str], tuple[str, list[int]] | None] = {}
         frames_read = 0
         sub = stages.sub("frames")
         job = 0
@@ -252,7 +258,7 @@ def build_report(
                 found.extend(flagged)
                 if demo in shown and len(idx):
                     pick = spaced_indices(len(idx), strip_frames)
-                    strip = frames.strip(frames.fit(rgb[pick], 96))
+                    strip = frames.grid(frames.fit(rgb[pick], 72), cols=4)
                     row = CameraDemo(
                         demo,
                         n,
@@ -262,7 +268,7 @@ def build_report(
                     )
                     if clips:
                         cpick = spaced_indices(len(idx), clip_frames)
-                        data, mime = frames.encode_clip(frames.fit(rgb[cpick], 176))
+                        data, mime = frames.encode_clip(frames.fit(rgb[cpick], 146))
                         row.clip_uri = frames.data_uri(data, mime)
                     sections[key].demos.append(row)
                 sub(job, len(scan) * len(cams))
@@ -297,7 +303,8 @@ def build_report(
     ]
     if actions:
         note = (
-            f"; dims {', '.join(map(str, switch_dims))} skipped (at ±1 most of the time, like a gripper)"
+            f"; {'dims' if len(switch_dims) > 1 else 'dim'} {', '.join(map(str, switch_dims))} "
+            "skipped (at ±1 most of the time, like a gripper)"
             if switch_dims
             else ""
         )
@@ -306,7 +313,7 @@ def build_report(
         )
     if cams:
         checks.append(
-            f"frames of {len(scan)} of {len(selected)} demos × {len(cams)} cameras, up to {scan_frames} frames "
+            f"frames of {len(scan)} of {len(selected)} demos × {len(cams)} camera{'s' if len(cams) > 1 else ''}, up to {scan_frames} frames "
             f"spread over each ({frames_read:,} of {frames_total:,} frames read): black frames "
             f"(mean brightness under {black_level:g}/255) and identical frames for {frozen_run}+ steps"
         )
@@ -320,7 +327,9 @@ def build_report(
         filter_key=filter_key,
         plots=plots,
         cameras=list(sections.values()),
-        outliers=[OutlierRow(o, thumbs.get((o.demo, o.kind + (o.key or "")))) for o in found],
+        outliers=[
+            OutlierRow(o, *(thumbs.get((o.demo, o.kind + (o.key or ""))) or ())) for o in found
+        ],
         findings=findings,
         filter_key_rows=filter_rows,
         groups=groups,
