@@ -847,5 +847,153 @@ def test_fuzz_long_bytes(tmp_path_factory):
     _bytes(tmp_path_factory, _long_count() - _long_count() // 2, "long", workers=2)
 
 
+# =========================================================================== content is data
+class _Payload:
+    """Unpickling this runs `touch PWNED` (what a malicious file would carry)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+EVAL_BAIT = "__import__('os').system('touch PWNED')"
+XXE_MODEL = (
+    '<?xml version="1.0"?><!DOCTYPE m [<!ENTITY e SYSTEM "file:///etc/hostname">]>'
+    "<mujoco model='&e;'/>"
+)
+
+
+def test_untrusted_attributes_are_text_never_code(tmp_path, monkeypatch):
+    """env_args, ep_meta and model_file holding pickles and eval bait are read as text."""
+    import pickle
+
+    import h5py
+    import numpy as np
+
+    from demoset.cli.main import main
+    from demoset.errors import LayoutError
+    from demoset.format import open_dataset, validate
+    from demoset.loader import SequenceDataset
+    from demoset.repair import repair
+
+    sys.path.insert(0, HERE)
+    from conftest import write_dataset
+
+    monkeypatch.chdir(tmp_path)
+    path = write_dataset(tmp_path / "hostile.hdf5", n_demos=2)
+    blob = pickle.dumps(_Payload())
+    with h5py.File(path, "a") as f:
+        f["data"].attrs["env_args"] = np.void(blob)
+        f["data/demo_0"].attrs["ep_meta"] = EVAL_BAIT
+        f["data/demo_0"].attrs["model_file"] = XXE_MODEL
+        f["data/demo_1"].attrs["ep_meta"] = np.void(blob)
+        f["data/demo_1"].attrs["model_file"] = blob.replace(b"\0", b"").decode("latin-1")
+    with open_dataset(path) as df:
+        with pytest.raises(LayoutError, match="env_args is not JSON"):
+            _ = df.env_meta
+        attrs = df.demo_attrs("demo_0")
+        assert attrs["ep_meta"] == EVAL_BAIT and attrs["model_file"] == XXE_MODEL
+        assert df.demo_attrs("demo_1")["model_file"] == blob.replace(b"\0", b"").decode("latin-1")
+    with h5py.File(path, "a") as f:
+        f["data"].attrs["env_args"] = EVAL_BAIT
+    codes = {f.code for f in validate(path)}
+    assert "bad_env_args" in codes
+    assert main(["info", str(path), "--json"]) == 0
+    ds = SequenceDataset(path, obs_keys=["object"], swmr=False, stats_cache=False)
+    assert len(ds) > 0 and ds[0]["actions"].shape[-1] == 7
+    ds.close()
+    report = repair(path, tmp_path / "copy.hdf5")
+    assert report.kept == ["demo_0", "demo_1"]
+    with h5py.File(tmp_path / "copy.hdf5", "r") as f:
+        assert f["data/demo_0"].attrs["model_file"] == XXE_MODEL  # copied as it was
+    assert not os.path.exists(tmp_path / "PWNED")
+
+
+def test_checkpoints_are_loaded_without_running_code(tmp_path, monkeypatch):
+    """A checkpoint carrying a pickled payload is refused (torch.load weights_only=True)."""
+    import pickle
+
+    from demoset.errors import DemosetError
+    from demoset.train.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "model.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"format": "demoset", "weights": _Payload()}, f)
+    with pytest.raises(DemosetError, match="not a readable checkpoint"):
+        load_checkpoint(evil)
+    assert not os.path.exists(tmp_path / "PWNED")
+
+
+# =========================================================================== memory
+def _huge_dataset_file(tmp_path) -> str:
+    """A valid dataset whose demo_1 declares 8 TB of actions the file does not store."""
+    import h5py
+
+    sys.path.insert(0, HERE)
+    from conftest import write_dataset
+
+    path = write_dataset(tmp_path / "huge.hdf5", n_demos=2)
+    with h5py.File(path, "a") as f:
+        grp = f["data/demo_1"]
+        del grp["actions"]
+        grp.create_dataset("actions", shape=(2**40, 7), dtype="f8", chunks=(4096, 7))
+    return str(path)
+
+
+def test_reads_that_would_not_fit_are_refused_before_allocating(tmp_path):
+    from demoset.errors import InsufficientMemoryError, LayoutError
+    from demoset.format import open_dataset, validate
+    from demoset.memory import ensure_fits
+
+    path = _huge_dataset_file(tmp_path)
+    with open_dataset(path) as df:
+        with pytest.raises(LayoutError, match="declares 56.0 TB but stores 0 B"):
+            df.read("demo_1", "actions")
+        assert df.read("demo_0", "actions").shape[1] == 7  # the rest of the file reads
+    findings = validate(path)
+    assert any(f.h5path.startswith("/data/demo_1") for f in findings)
+    # a genuine array larger than memory: refused by size before numpy allocates
+    with pytest.raises(InsufficientMemoryError, match="needs 8.0 TB"):
+        ensure_fits(8 << 40, "reading /data/demo_1/actions", path, available=16 << 30)
+    # the whole command line on that file, with the address space capped at +1 GB: a
+    # clear error, not a MemoryError or the OOM killer
+    code = (
+        "import contextlib, io, json, resource, sys\n"
+        "from demoset.cli.main import main\n"
+        "import demoset.summary, demoset.format.validate, demoset.repair\n"
+        "vm = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30),) * 2)\n"
+        "codes = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        codes.append(main(args))\n"
+        "print(codes)\n"
+    )
+    runs = [["info", path], ["validate", path], ["repair", path, "--out", str(tmp_path / "r.h5")]]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(runs)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr
+    info, valid, repaired = json.loads(proc.stdout)
+    assert info in (0, 2) and valid == 1 and repaired == 0, proc.stdout + proc.stderr
+
+
+def test_loader_cache_that_would_not_fit_is_refused(tmp_path, monkeypatch):
+    """cache_mode='all' on more image bytes than memory: InsufficientMemoryError up front."""
+    import demoset.memory
+    from demoset.errors import InsufficientMemoryError
+    from demoset.loader import SequenceDataset
+
+    sys.path.insert(0, HERE)
+    from conftest import write_dataset
+
+    path = write_dataset(tmp_path / "imgs.hdf5", n_demos=3, cameras=("agentview",), image_size=32)
+    # pretend this machine has 64 KB free (the real psutil figure is what ensure_fits reads)
+    monkeypatch.setattr(demoset.memory, "available_bytes", lambda: 64 * 1024)
+    with pytest.raises(InsufficientMemoryError, match="cache_mode='all'"):
+        SequenceDataset(path, obs_keys=["agentview_image"], cache_mode="all", swmr=False)
+
+
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
     worker_main(sys.argv[2])

@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 
 import demoset.memory
-from conftest import LIFT_ENV, write_dataset
 from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
 from demoset.loader import MetaDataset, SequenceDataset, collate, stats
 from demoset.loader.batch import SampleBatch
-from demoset.loader.store import FileArray, PackedKey, PackedRam, RamArray
+from demoset.loader.store import FileArray, RamArray
+
+from conftest import LIFT_ENV, write_dataset
 
 LOW_DIM = {"robot0_eef_pos": 3, "object": 10}
 IMAGE_KEYS = ["agentview_image", "robot0_eye_in_hand_image"]
@@ -88,9 +89,15 @@ def test_action_keys_are_normalised_and_concatenated_by_the_documented_rule(imag
     st = ds.get_action_normalization_stats()
     assert list(st) == keys
     np.testing.assert_allclose(st["action_dict/abs_pos"]["scale"][0], scale_pos, rtol=1e-6)
-    np.testing.assert_allclose(st["action_dict/abs_pos"]["offset"][0], offset_pos, rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(st["action_dict/rel_rot_6d"]["scale"], np.ones((1, 6), np.float32))
-    np.testing.assert_array_equal(st["action_dict/rel_rot_6d"]["offset"], np.zeros((1, 6), np.float32))
+    np.testing.assert_allclose(
+        st["action_dict/abs_pos"]["offset"][0], offset_pos, rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_array_equal(
+        st["action_dict/rel_rot_6d"]["scale"], np.ones((1, 6), np.float32)
+    )
+    np.testing.assert_array_equal(
+        st["action_dict/rel_rot_6d"]["offset"], np.zeros((1, 6), np.float32)
+    )
     np.testing.assert_allclose(st["action_dict/gripper"]["offset"][0], mean_g, rtol=1e-6)
     np.testing.assert_allclose(st["action_dict/gripper"]["scale"][0], std_g, rtol=1e-6)
     for s in st.values():
@@ -149,7 +156,11 @@ def test_default_actions_are_raw_float32_and_bad_config_is_refused(image_file):
 
 
 def test_demo_limit_keeps_the_first_demos_in_numeric_order(tmp_path):
-    path = write_dataset(tmp_path / "many.hdf5", n_demos=12, filter_keys={"odd": [f"demo_{i}" for i in (11, 3, 1, 9, 5)]})
+    path = write_dataset(
+        tmp_path / "many.hdf5",
+        n_demos=12,
+        filter_keys={"odd": [f"demo_{i}" for i in (11, 3, 1, 9, 5)]},
+    )
     ds = SequenceDataset(path, ["object"], demo_limit=3, seq_length=5)
     assert ds.demos == ["demo_0", "demo_1", "demo_2"]
     full = SequenceDataset(path, ["object"], seq_length=5)
@@ -204,7 +215,15 @@ def write_layouts(path) -> list[str]:
                 o.create_dataset("chunked_low", data=rng.standard_normal((n, 3)), chunks=(5, 3))
             total += n
         data.attrs["total"] = total
-    return ["contig_image", "chunk4_image", "gzip_image", "lz4_image", "depth", "bigendian", "chunked_low"]
+    return [
+        "contig_image",
+        "chunk4_image",
+        "gzip_image",
+        "lz4_image",
+        "depth",
+        "bigendian",
+        "chunked_low",
+    ]
 
 
 def test_every_storage_layout_reads_the_same_from_file_and_ram(tmp_path):
@@ -237,7 +256,7 @@ def test_every_storage_layout_reads_the_same_from_file_and_ram(tmp_path):
     low = SequenceDataset(path, keys, cache_mode="low_dim", **common)
     kinds = {k: type(low._arrays[f"obs/{k}"]) for k in keys}
     assert kinds["depth"] is FileArray and kinds["gzip_image"] is FileArray
-    assert kinds["bigendian"] is PackedKey and kinds["chunked_low"] is PackedKey  # low-dim: packed in RAM
+    assert kinds["bigendian"] is RamArray and kinds["chunked_low"] is RamArray
     assert_tree_equal(low.get_batch(ids), ram.get_batch(ids))
 
 
@@ -245,7 +264,9 @@ def test_a_replaced_file_is_refused(tmp_path, image_file):
     ds = SequenceDataset(image_file, ["object", "agentview_image"], cache_mode=None)
     ds.get_batch([0])
     ds.close()
-    os.replace(write_dataset(tmp_path / "other.hdf5", n_demos=5, cameras=("agentview",)), image_file)
+    os.replace(
+        write_dataset(tmp_path / "other.hdf5", n_demos=5, cameras=("agentview",)), image_file
+    )
     with pytest.raises(LayoutError, match="replaced"):
         ds.get_batch([0])
     with pytest.raises(LayoutError, match="replaced"):
@@ -256,7 +277,9 @@ def test_a_replaced_file_is_refused(tmp_path, image_file):
 def test_getitems_works_with_default_collate_and_with_collate(image_file):
     from torch.utils.data import default_collate
 
-    ds = SequenceDataset(image_file, OBS_KEYS, frame_stack=2, seq_length=3, get_pad_mask=True, goal_mode="last")
+    ds = SequenceDataset(
+        image_file, OBS_KEYS, frame_stack=2, seq_length=3, get_pad_mask=True, goal_mode="last"
+    )
     batch = ds.__getitems__([3, 0, 7])
     assert isinstance(batch, SampleBatch) and len(batch) == 3
     assert batch[1]["index"] == 0
@@ -293,7 +316,9 @@ def test_stats_are_cached_beside_the_file_and_recomputed_when_it_changes(tmp_pat
     second = SequenceDataset(path, ["robot0_eef_pos", "object"], **config)
     assert len(calls) == 3  # nothing recomputed
     assert_tree_equal(second.get_obs_normalization_stats(), first.get_obs_normalization_stats())
-    assert_tree_equal(second.get_action_normalization_stats(), first.get_action_normalization_stats())
+    assert_tree_equal(
+        second.get_action_normalization_stats(), first.get_action_normalization_stats()
+    )
     # another selection of demos is another entry
     SequenceDataset(path, ["object"], normalize_obs=True, demo_limit=2)
     assert len(calls) == 4
@@ -305,7 +330,9 @@ def test_stats_are_cached_beside_the_file_and_recomputed_when_it_changes(tmp_pat
     changed = SequenceDataset(path, ["object"], normalize_obs=True)
     assert len(calls) == 5
     expected = read_all(path, changed.demos, "obs/object").astype(np.float64)
-    np.testing.assert_allclose(changed.get_obs_normalization_stats()["object"]["mean"][0], expected.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        changed.get_obs_normalization_stats()["object"]["mean"][0], expected.mean(0), rtol=1e-6
+    )
     np.testing.assert_allclose(
         changed.get_obs_normalization_stats()["object"]["std"][0], expected.std(0) + 1e-3, rtol=1e-6
     )
@@ -348,13 +375,13 @@ def test_caching_that_would_not_fit_is_refused_with_the_figure(image_file, monke
 
 
 def test_cached_bytes_are_the_selected_arrays(image_file):
-    ds = SequenceDataset(image_file, OBS_KEYS, cache_mode="all", dataset_keys=("actions", "rewards"))
+    ds = SequenceDataset(
+        image_file, OBS_KEYS, cache_mode="all", dataset_keys=("actions", "rewards")
+    )
     frames = int(sum(ds.demo_lengths.values()))
     per_frame = 2 * (3 + 10) * 4 + 2 * 2 * 16 * 16 * 3 + (7 + 1) * 4
     assert ds.cached_bytes == frames * per_frame
-    stores = [s for s in ds._stores if isinstance(s, (RamArray, PackedRam))]
-    assert len(stores) == 5  # four image arrays and one pack of the low-dim keys
-    assert all(s._owner.is_shared() for s in stores)
+    assert all(a._owner.is_shared() for a in ds._arrays.values() if isinstance(a, RamArray))
 
 
 # ---------------------------------------------------------------------------- MetaDataset
@@ -366,9 +393,13 @@ def test_meta_dataset_concatenates_and_shares_action_stats(tmp_path):
     own_a = da.get_action_normalization_stats()
     meta = MetaDataset([da, db], weights=[1.0, 3.0])
     assert len(meta) == len(da) + len(db)
-    both = np.concatenate([read_all(a, da.demos, "actions"), read_all(b, db.demos, "actions")]).astype(np.float32)
+    both = np.concatenate(
+        [read_all(a, da.demos, "actions"), read_all(b, db.demos, "actions")]
+    ).astype(np.float32)
     st = meta.get_action_normalization_stats()["actions"]
-    np.testing.assert_array_equal(st["offset"][0] + st["scale"][0] * np.float32(-0.999999), both.min(0))
+    np.testing.assert_array_equal(
+        st["offset"][0] + st["scale"][0] * np.float32(-0.999999), both.min(0)
+    )
     assert not np.array_equal(st["scale"], own_a["actions"]["scale"])
     assert_tree_equal(db.get_action_normalization_stats(), meta.get_action_normalization_stats())
 
@@ -442,7 +473,9 @@ def test_refresh_while_a_writer_process_appends(tmp_path):
     )
     keys = ["object", "agentview_image"]
     ds = SequenceDataset(path, keys, seq_length=3, cache_mode="low_dim", swmr=True)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     added = 0
     while proc.poll() is None:
         added += ds.refresh()

@@ -17,6 +17,7 @@ import pytest
 
 from demoset.errors import ConfigError
 from demoset.loader import SequenceDataset
+
 from conftest import write_dataset
 
 LOW_DIM = {"robot0_eef_pos": 3, "object": 10}
@@ -161,9 +162,15 @@ def test_windows_match_robomimic_in_every_cache_mode(
 @pytest.mark.parametrize("cache_mode", ["all", "low_dim", None])
 def test_single_samples_match_robomimic_own_cache_modes(dataset_path, cache_mode):
     """ds[i] one at a time; robomimic "all" caches whole samples, None reads the file."""
-    window = dict(frame_stack=2, seq_length=10, pad_frame_stack=True, pad_seq_length=True, get_pad_mask=True)
-    samples, _ = robomimic_samples(dataset_path, hdf5_cache_mode=cache_mode, goal_mode="last", **window)
-    ds = SequenceDataset(dataset_path, OBS_KEYS, DATASET_KEYS, cache_mode=cache_mode, goal_mode="last", **window)
+    window = dict(
+        frame_stack=2, seq_length=10, pad_frame_stack=True, pad_seq_length=True, get_pad_mask=True
+    )
+    samples, _ = robomimic_samples(
+        dataset_path, hdf5_cache_mode=cache_mode, goal_mode="last", **window
+    )
+    ds = SequenceDataset(
+        dataset_path, OBS_KEYS, DATASET_KEYS, cache_mode=cache_mode, goal_mode="last", **window
+    )
     # robomimic's None mode gives dataset keys in their stored dtype; demoset float32 always
     assert_same(one_by_one(ds), stack([as_float32(s) for s in samples]), f"[{cache_mode}]")
     ds.close()
@@ -172,7 +179,9 @@ def test_single_samples_match_robomimic_own_cache_modes(dataset_path, cache_mode
 @pytest.mark.parametrize("cache_mode", ["all", "low_dim", None])
 def test_filter_key_and_no_next_obs(dataset_path, cache_mode):
     window = dict(frame_stack=3, seq_length=10, pad_frame_stack=True, pad_seq_length=False)
-    samples, rm = robomimic_samples(dataset_path, filter_by_attribute="train", load_next_obs=False, **window)
+    samples, rm = robomimic_samples(
+        dataset_path, filter_by_attribute="train", load_next_obs=False, **window
+    )
     ds = SequenceDataset(
         dataset_path,
         OBS_KEYS,
@@ -213,7 +222,9 @@ def test_normalize_obs_matches_robomimic(dataset_path):
         for key in low_dim:
             s = ref_stats[key]
             expected[group][key] = (expected[group][key] - s["mean"][0]) / s["std"][0]
-    ds = SequenceDataset(dataset_path, low_dim, DATASET_KEYS, normalize_obs=True, goal_mode="last", **window)
+    ds = SequenceDataset(
+        dataset_path, low_dim, DATASET_KEYS, normalize_obs=True, goal_mode="last", **window
+    )
     assert_same(all_samples(ds), expected, exact=False)
     ds.close()
 
@@ -222,12 +233,16 @@ def test_too_short_demos_are_refused_like_robomimic(tmp_path):
     """Where robomimic asserts (a demo shorter than an unpadded window), demoset says why."""
     from robomimic.utils.dataset import SequenceDataset as RobomimicDataset
 
-    path = write_dataset(tmp_path / "short.hdf5", n_demos=4, min_len=2, max_len=6, low_dim=LOW_DIM, seed=3)
+    path = write_dataset(
+        tmp_path / "short.hdf5", n_demos=4, min_len=2, max_len=6, low_dim=LOW_DIM, seed=3
+    )
     init_obs_utils(["object"])
     for fs, sl, pfs, psl in WINDOWS:
         window = dict(frame_stack=fs, seq_length=sl, pad_frame_stack=pfs, pad_seq_length=psl)
         try:
-            rm = RobomimicDataset(path, ["object"], ["actions"], hdf5_cache_mode="low_dim", **window)
+            rm = RobomimicDataset(
+                path, ["object"], ["actions"], hdf5_cache_mode="low_dim", **window
+            )
             [rm[i] for i in range(len(rm))]
             rm.close_and_delete_hdf5_handle()
             robomimic_ok = True

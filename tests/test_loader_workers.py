@@ -17,15 +17,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_dataset
 from demoset.loader import MetaDataset, SequenceDataset, collate
+
+from conftest import write_dataset
 
 OBS_KEYS = ["robot0_eef_pos", "object", "agentview_image"]
 
 
 @pytest.fixture
 def image_file(tmp_path):
-    return write_dataset(tmp_path / "w.hdf5", n_demos=5, min_len=8, max_len=20, cameras=("agentview",))
+    return write_dataset(
+        tmp_path / "w.hdf5", n_demos=5, min_len=8, max_len=20, cameras=("agentview",)
+    )
 
 
 def batches(ds, num_workers: int, collate_fn=collate, context=None) -> list:
@@ -60,7 +63,13 @@ def _equal(x, y, path=""):
 @pytest.mark.parametrize("cache_mode", ["low_dim", "all"])
 def test_two_forked_workers_give_the_same_batches(image_file, cache_mode):
     ds = SequenceDataset(
-        image_file, OBS_KEYS, frame_stack=2, seq_length=4, get_pad_mask=True, goal_mode="last", cache_mode=cache_mode
+        image_file,
+        OBS_KEYS,
+        frame_stack=2,
+        seq_length=4,
+        get_pad_mask=True,
+        goal_mode="last",
+        cache_mode=cache_mode,
     )
     main = batches(ds, 0)
     assert sum(len(b["index"]) for b in main) == len(ds)
@@ -117,7 +126,9 @@ def test_distributed_ranks_get_disjoint_shards_covering_the_dataset(tmp_path):
         write_dataset(tmp_path / "a.hdf5", n_demos=3, cameras=("agentview",), seed=1),
         write_dataset(tmp_path / "b.hdf5", n_demos=3, cameras=("agentview",), seed=2),
     ]
-    meta = MetaDataset([SequenceDataset(p, ["object", "agentview_image"], seq_length=3) for p in paths])
+    meta = MetaDataset(
+        [SequenceDataset(p, ["object", "agentview_image"], seq_length=3) for p in paths]
+    )
     n = len(meta)
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)

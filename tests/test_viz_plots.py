@@ -10,7 +10,7 @@ from PIL import Image
 
 from demoset.cli.main import main
 from demoset.viz import collect
-from demoset.viz.plots import GROUP_COLOURS, make_plots
+from demoset.viz.plots import GROUP_COLOURS, OUTLIER_COLOUR, make_plots
 from demoset.viz.sampling import sample_demos, spaced_indices
 
 SPLIT = {"train": [f"demo_{i}" for i in range(8)], "valid": ["demo_8", "demo_9"]}
@@ -128,3 +128,13 @@ def test_plot_cli_bad_input_is_one_line_exit_2(make_dataset, tmp_path, capsys, e
     assert code == 2
     assert message in err and path in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_lengths_plot_rings_length_outliers(tmp_path):
+    from test_viz_outliers import write_outlier_dataset
+
+    path = write_outlier_dataset(tmp_path / "odd.hdf5")
+    make_plots(path, tmp_path / "odd", keys=["actions"])
+    assert _has_colour(tmp_path / "odd" / "lengths.png", OUTLIER_COLOUR)
+    make_plots(path, tmp_path / "valid", keys=["actions"], filter_key="valid")
+    assert not _has_colour(tmp_path / "valid" / "lengths.png", OUTLIER_COLOUR, min_pixels=1)

@@ -28,6 +28,7 @@ from demoset.format import constants as C
 from demoset.format.demofile import _attr_int
 from demoset.format.h5io import (
     check_dataset_safe,
+    check_dataset_size,
     check_link_safe,
     is_enospc,
     open_h5,
@@ -80,6 +81,7 @@ def _check_readable(group: h5py.Group, path: str) -> None:
         if not isinstance(obj, h5py.Dataset):
             raise LayoutError("neither a group nor an array", path, f"{group.name}/{name}")
         check_dataset_safe(obj, path)
+        check_dataset_size(obj, path)  # declared far beyond what is stored: refused
         for key in obj.attrs.keys():
             obj.attrs[key]
         if obj.shape is None or obj.ndim == 0:

@@ -54,7 +54,10 @@ def summarize(
         for demo in demos:
             if not df.has(demo, C.ACTIONS):
                 continue
-            actions = np.asarray(df.read(demo, C.ACTIONS), dtype=np.float64)
+            actions = df.read(demo, C.ACTIONS)
+            if actions.dtype.kind not in "biuf":
+                continue  # not numbers (validate reports it)
+            actions = np.asarray(actions, dtype=np.float64)
             if actions.ndim == 1:
                 actions = actions[:, None]
             if actions.ndim != 2 or actions.shape[0] == 0:

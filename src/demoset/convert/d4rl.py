@@ -36,7 +36,13 @@ import numpy as np
 from demoset.errors import ConversionError, DemosetError
 from demoset.format import DatasetWriter
 from demoset.format.constants import ENV_TYPE_GYM
-from demoset.format.h5io import check_dataset_safe, check_link_safe, open_h5, same_file
+from demoset.format.h5io import (
+    check_dataset_safe,
+    check_link_safe,
+    open_h5,
+    same_file,
+    untrusted_input,
+)
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 ENV_NAME_KEYS = ("env_name", "env_id", "env")
@@ -111,7 +117,9 @@ def _scalar_metadata(h5: h5py.File, path: str) -> dict:
     check_link_safe(h5, "metadata", path)
 
     def visit(name: str, obj) -> None:
-        if not isinstance(obj, h5py.Dataset) or obj.size > 16 or obj.is_virtual:
+        if not isinstance(obj, h5py.Dataset) or obj.shape is None or obj.size > 16:
+            return
+        if obj.is_virtual:
             return
         value = obj[()]
         if isinstance(value, bytes):
@@ -196,6 +204,7 @@ def _blocks(starts: np.ndarray, stops: np.ndarray, bytes_per_step: int, block_by
         i = j
 
 
+@untrusted_input(error=ConversionError)  # h5py errors on a damaged source
 def convert_d4rl(
     src: str | os.PathLike,
     out: str | os.PathLike,

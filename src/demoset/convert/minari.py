@@ -49,7 +49,16 @@ import numpy as np
 from demoset.errors import ConversionError, DemosetError, WriteError
 from demoset.format import DatasetWriter, open_dataset
 from demoset.format.constants import ENV_TYPE_GYM
-from demoset.format.h5io import check_dataset_safe, check_link_safe, open_h5
+from demoset.format.h5io import (
+    READ_ERRORS,
+    array_nbytes,
+    check_dataset_safe,
+    check_dataset_size,
+    check_link_safe,
+    open_h5,
+    untrusted_input,
+)
+from demoset.memory import ensure_fits
 
 MAIN_FILE = "main_data.hdf5"
 METADATA_FILE = "metadata.json"
@@ -165,6 +174,14 @@ def _checked(node: h5py.Group, key: str, path: str):
     obj = node[key]
     if isinstance(obj, h5py.Dataset):
         check_dataset_safe(obj, path)
+        # arrays here are read whole: refuse empty dataspaces, sizes the file does not
+        # store (unallocated data, decompression bombs) and reads that would not fit
+        if obj.shape is None:
+            raise ConversionError("the array has no data (empty dataspace)", path, obj.name)
+        check_dataset_size(obj, path)
+        ensure_fits(array_nbytes(obj), f"reading {obj.name}", path)
+    elif not isinstance(obj, h5py.Group):
+        raise ConversionError("neither an array nor a group", path, f"{node.name}/{key}")
     return obj
 
 
@@ -252,6 +269,7 @@ def _episode_names(h5: h5py.File) -> list[str]:
     return [k for _, k in sorted(found)]
 
 
+@untrusted_input(error=ConversionError)  # h5py errors on a damaged source
 def convert_minari(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -311,7 +329,7 @@ def convert_minari(
                         writer.set_filter_key(str(name), [names[m] for m in members])
         except DemosetError:
             raise
-        except (OSError, ValueError, KeyError) as exc:
+        except READ_ERRORS as exc:  # whatever h5py raises on a damaged source
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConversionError(f"cannot read the source ({first})", main) from None
     return MinariImportResult(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from demoset.errors import ConversionError, DemosetError, WriteError
 from demoset.format import open_dataset, validate
 from demoset.format.constants import ENV_TYPE_IG_MOMART
-from demoset.format.h5io import same_file
+from demoset.format.h5io import same_file, untrusted_input
 from demoset.masks import split_demos, split_train_valid
 
 COPY_CHUNK = 64 << 20
@@ -61,6 +61,7 @@ def _copy_with_progress(src: str, dst, progress: Callable[[int, int], None] | No
     os.fsync(dst.fileno())
 
 
+@untrusted_input(error=ConversionError)  # h5py errors on a damaged source
 def convert_momart(
     src: str | os.PathLike,
     out: str | os.PathLike | None = None,

@@ -31,6 +31,7 @@ import numpy as np
 from demoset.errors import ConversionError, DemosetError
 from demoset.format import DatasetWriter, EnvMeta, open_dataset
 from demoset.format import constants as C
+from demoset.format.h5io import untrusted_input
 
 ProgressFn = Callable[[int, int], None]
 
@@ -148,6 +149,7 @@ def _check_raw(df) -> list[str]:
     return demos
 
 
+@untrusted_input(error=ConversionError)  # h5py errors on a damaged source
 def convert_robosuite_raw(
     raw_path: str | os.PathLike,
     output: str | os.PathLike,

@@ -33,7 +33,13 @@ import numpy as np
 from demoset.errors import ConversionError, DemosetError
 from demoset.format import DatasetWriter, sorted_demos
 from demoset.format.constants import ENV_TYPE_ROBOSUITE
-from demoset.format.h5io import check_dataset_safe, check_link_safe, open_h5
+from demoset.format.h5io import (
+    READ_ERRORS,
+    check_link_safe,
+    open_h5,
+    read_array,
+    untrusted_input,
+)
 from demoset.masks import split_demos
 
 ROBOSUITE_V03_KWARGS = {
@@ -84,8 +90,7 @@ def _read(h5: h5py.File, demo: str, key: str, path: str) -> np.ndarray:
     dset = grp[key]
     if not isinstance(dset, h5py.Dataset) or dset.dtype.kind not in "biuf" or dset.ndim == 0:
         raise ConversionError("is not a numeric array", path, f"/data/{demo}/{key}")
-    check_dataset_safe(dset, path)
-    return dset[()]
+    return read_array(dset, path, error=ConversionError)  # size-checked, one-line errors
 
 
 def _model_xml(folder: str, name, hdf5_path: str, demo: str) -> str:
@@ -110,6 +115,7 @@ def _model_xml(folder: str, name, hdf5_path: str, demo: str) -> str:
         ) from None
 
 
+@untrusted_input(error=ConversionError)  # h5py errors on a damaged source
 def convert_roboturk_pilot(
     folder: str | os.PathLike,
     out: str | os.PathLike,
@@ -207,7 +213,7 @@ def convert_roboturk_pilot(
                     writer.set_filter_key(name, members)
         except DemosetError:
             raise
-        except (OSError, ValueError) as exc:
+        except READ_ERRORS as exc:  # whatever h5py raises on a damaged source
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConversionError(f"cannot read the source ({first})", hdf5_path) from None
 

@@ -63,6 +63,8 @@ def parse_env_args(
     try:
         text = _as_text(raw)
         data = json.loads(text)
+    except RecursionError:
+        raise LayoutError("env_args is not JSON (nested too deeply)", path, h5path) from None
     except (TypeError, ValueError) as exc:
         raise LayoutError(f"env_args is not JSON ({exc})", path, h5path) from None
     if not isinstance(data, dict):

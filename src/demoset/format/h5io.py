@@ -9,11 +9,19 @@ from __future__ import annotations
 import errno
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
+import numpy as np
 
-from demoset.errors import FileAccessError, FileLockedError, UnsafeFileError
+from demoset.errors import (
+    DemosetError,
+    FileAccessError,
+    FileLockedError,
+    LayoutError,
+    UnsafeFileError,
+)
 from demoset.format.journal import Turnstile, recover_if_abandoned
 
 LOCK_HINT = (
@@ -175,3 +183,155 @@ def is_enospc(exc: BaseException) -> bool:
         or "No space left" in text
         or "errno = 28" in text
     )
+
+
+# ---------------------------------------------------------------------------- hostile files
+READ_ERRORS = (
+    OSError,
+    RuntimeError,
+    KeyError,
+    ValueError,
+    TypeError,
+    IndexError,
+    OverflowError,
+    UnicodeError,
+    RecursionError,
+    SystemError,
+)
+"""What h5py (and numpy on what it returns) raise on damaged or hostile content."""
+
+MAX_EXPANSION = 1 << 14
+"""Largest ratio of an array's declared bytes to the bytes it stores that is read.
+
+Compression legitimately shrinks data (gzip at most about 1000:1); an array declaring a
+terabyte while storing nothing (unallocated chunks) or a decompression bomb is refused.
+"""
+SMALL_ARRAY_BYTES = 1 << 20
+
+
+def describe_error(exc: BaseException) -> str:
+    """The first line of an exception, short, for a one-line message."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+@contextmanager
+def h5_errors(path, h5path: str | None = None, error=None, what: str = "cannot read"):
+    """Turn whatever h5py raises on a damaged file into one DemosetError naming the file."""
+    try:
+        yield
+    except DemosetError:
+        raise
+    except READ_ERRORS as exc:
+        cls = error or LayoutError
+        raise cls(f"{what} ({describe_error(exc)})", path, h5path) from exc
+
+
+def array_nbytes(dset: h5py.Dataset) -> int:
+    """Bytes a whole read of `dset` would allocate (0 for an empty dataspace)."""
+    if dset.shape is None:
+        return 0
+    count = 1
+    for n in dset.shape:
+        count *= int(n)
+    return count * int(dset.dtype.itemsize)
+
+
+def check_dataset_size(dset: h5py.Dataset, path: str, nbytes: int | None = None) -> None:
+    """Refuse reading an array that declares far more bytes than the file stores for it."""
+    declared = array_nbytes(dset) if nbytes is None else nbytes
+    if declared <= SMALL_ARRAY_BYTES:
+        return
+    try:
+        stored = int(dset.id.get_storage_size())
+    except READ_ERRORS:
+        stored = 0
+    if declared > max(stored, 1) * MAX_EXPANSION:
+        from demoset.memory import format_bytes
+
+        raise LayoutError(
+            f"declares {format_bytes(declared)} but stores {format_bytes(stored)} "
+            "(unallocated data or a decompression bomb); refused",
+            path,
+            dset.name,
+        )
+
+
+def read_array(dset: h5py.Dataset, path: str, selection=(), error=None) -> np.ndarray:
+    """Read `dset[selection]` safely: size checks first, one-line errors.
+
+    Refuses arrays that declare much more than they store and reads that would not fit
+    in memory (before allocating), and turns h5py's errors into a DemosetError.
+    """
+    from demoset.memory import ensure_fits
+
+    with h5_errors(path, dset.name, error=error):
+        check_dataset_safe(dset, path)
+        if dset.shape is None:
+            raise (error or LayoutError)("the array has no data (empty dataspace)", path, dset.name)
+        if selection == ():
+            nbytes = array_nbytes(dset)
+        else:
+            nbytes = _selection_nbytes(dset, selection)
+        check_dataset_size(dset, path, nbytes)
+        ensure_fits(nbytes or 0, f"reading {dset.name}", path)
+        return np.asarray(dset[selection])
+
+
+def _selection_nbytes(dset: h5py.Dataset, selection) -> int:
+    """Bytes of a basic slice of `dset` without reading it."""
+    sel = selection if isinstance(selection, tuple) else (selection,)
+    count = 1
+    for axis, n in enumerate(dset.shape):
+        item = sel[axis] if axis < len(sel) else slice(None)
+        if isinstance(item, slice):
+            count *= len(range(*item.indices(int(n))))
+        elif isinstance(item, (int, np.integer)):
+            continue  # an integer index drops the axis
+        else:
+            count *= int(n)  # anything else: count the whole axis
+    return count * int(dset.dtype.itemsize)
+
+
+def untrusted_input(error=None, path_arg: int = 0):
+    """Decorator for entry points that read a file given by the user (converters).
+
+    Whatever h5py raises on a damaged file (an HDF5 error, a KeyError from a broken link)
+    comes out as `error` (default LayoutError) naming the file given as positional
+    argument `path_arg`; DemosetErrors pass through unchanged.
+    """
+
+    def decorate(fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            path = args[path_arg] if len(args) > path_arg else None
+            with h5_errors(os.fspath(path) if path is not None else None, error=error):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def guarded_method(method):
+    """Decorator for methods of objects with a `.path` that read an untrusted file.
+
+    Whatever h5py raises on damaged content comes out as a LayoutError naming the file.
+    """
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except DemosetError:
+            raise
+        except READ_ERRORS as exc:
+            raise LayoutError(
+                f"cannot read ({describe_error(exc)})", getattr(self, "path", None)
+            ) from exc
+
+    return wrapper

@@ -18,7 +18,7 @@ import numpy as np
 from demoset.errors import DemosetError
 from demoset.format import constants as C
 from demoset.format.demofile import DemoFile, _attr_int
-from demoset.format.h5io import open_h5
+from demoset.format.h5io import h5_errors, open_h5, read_array
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def _check_demo(col: _Collector, df: DemoFile, demo: str) -> tuple[int, np.ndarr
             continue
         _check_finite(col, dset, df.path)
         if key == C.ACTIONS and dset.ndim == 2 and dset.size:
-            actions = dset[()]
+            actions = read_array(dset, df.path)
     return (expected if expected is not None else 0), actions
 
 
@@ -184,16 +184,22 @@ def validate(
     col = _Collector()
     h5 = open_h5(path, "r")
     try:
-        if C.DATA_GROUP not in h5:
-            col.error("/data", "no 'data' group: not a robomimic-layout dataset", "no_data")
-            return col.findings
-        if C.STAGING_GROUP in h5 and len(h5[C.STAGING_GROUP]):
-            names = ", ".join(sorted(h5[C.STAGING_GROUP].keys()))
-            col.warning(
-                f"/{C.STAGING_GROUP}",
-                f"incomplete demo left by an interrupted writer ({names}); `demoset repair` drops it",
-                "incomplete_demo",
-            )
+        with h5_errors(path):
+            if C.DATA_GROUP not in h5:
+                col.error("/data", "no 'data' group: not a robomimic-layout dataset", "no_data")
+                return col.findings
+            if C.STAGING_GROUP in h5 and isinstance(h5[C.STAGING_GROUP], h5py.Group):
+                staged = [str(n) for n in h5[C.STAGING_GROUP].keys()]
+                if staged:
+                    col.warning(
+                        f"/{C.STAGING_GROUP}",
+                        f"incomplete demo left by an interrupted writer ({', '.join(sorted(staged))}); "
+                        "`demoset repair` drops it",
+                        "incomplete_demo",
+                    )
+    except DemosetError as exc:
+        col.error(exc.h5path or "/", exc.message, "unreadable")
+        return col.findings
     finally:
         h5.close()
 
@@ -203,7 +209,10 @@ def validate(
         col.error(exc.h5path or "/", exc.message, "unreadable")
         return col.findings
     with df:
-        _validate_open(col, df, progress)
+        try:
+            _validate_open(col, df, progress)
+        except DemosetError as exc:  # damage outside any one demo (data attrs, mask/)
+            col.error(exc.h5path or "/", exc.message, "unreadable")
     return col.findings
 
 

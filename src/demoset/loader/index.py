@@ -131,7 +131,9 @@ class WindowIndex:
         if self.pad_seq_length:
             counts = np.maximum(counts, 1)
         # every anchor must be a real step of its demo (robomimic asserts the same)
-        too_short = (counts < 1) | (first_anchor + counts - 1 > self.lengths - 1) | (self.lengths < 1)
+        too_short = (
+            (counts < 1) | (first_anchor + counts - 1 > self.lengths - 1) | (self.lengths < 1)
+        )
         if np.any(too_short):
             d = int(np.flatnonzero(too_short)[0])
             name = demo_names[d] if demo_names else f"demo at position {d}"

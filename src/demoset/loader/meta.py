@@ -62,7 +62,11 @@ class MetaDataset(torch.utils.data.Dataset):
             self.weights = np.asarray(weights, dtype=np.float64).reshape(-1)
             if len(self.weights) != len(self.datasets):
                 raise ConfigError(f"{len(self.weights)} weights for {len(self.datasets)} datasets")
-            if np.any(self.weights < 0) or not np.isfinite(self.weights).all() or self.weights.sum() <= 0:
+            if (
+                np.any(self.weights < 0)
+                or not np.isfinite(self.weights).all()
+                or self.weights.sum() <= 0
+            ):
                 raise ConfigError("weights must be finite, non-negative and not all zero")
         self._update_bins()
         self.action_normalization_stats = None
@@ -116,8 +120,8 @@ class MetaDataset(torch.utils.data.Dataset):
         return out
 
     def __getitem__(self, index):
-        if isinstance(index, (list, tuple, np.ndarray)):
-            return self.get_batch(index)
+        if np.ndim(index) > 0:
+            return self.get_batch(np.asarray(index))
         return sample_of(self.get_batch([int(index)]), 0)
 
     def __getitems__(self, indices) -> SampleBatch:
@@ -133,7 +137,9 @@ class MetaDataset(torch.utils.data.Dataset):
     def sample_weights(self) -> np.ndarray:
         """Per-sample probability under the dataset weights (sums to 1)."""
         lengths = np.diff(self._bins).astype(np.float64)
-        per_sample = np.divide(self.weights, lengths, out=np.zeros_like(self.weights), where=lengths > 0)
+        per_sample = np.divide(
+            self.weights, lengths, out=np.zeros_like(self.weights), where=lengths > 0
+        )
         w = np.repeat(per_sample, np.diff(self._bins))
         return w / w.sum()
 
@@ -145,7 +151,9 @@ class MetaDataset(torch.utils.data.Dataset):
         rank: int = 0,
     ) -> WeightedSampler:
         """A sampler drawing samples by dataset weight (with replacement); see WeightedSampler."""
-        return WeightedSampler(self, num_samples=num_samples, seed=seed, num_replicas=num_replicas, rank=rank)
+        return WeightedSampler(
+            self, num_samples=num_samples, seed=seed, num_replicas=num_replicas, rank=rank
+        )
 
     def get_dataset_sampler(self) -> WeightedSampler:
         """robomimic's name: a weighted sampler of len(self) samples."""
@@ -166,7 +174,9 @@ def _scatter(parts, size: int) -> dict:
     def build(template, getter):
         if isinstance(template, dict):
             return {k: build(v, lambda b, k=k, g=getter: g(b)[k]) for k, v in template.items()}
-        out = np.empty((size, *template.shape[1:]), dtype=np.result_type(*(getter(b) for _, b in parts)))
+        out = np.empty(
+            (size, *template.shape[1:]), dtype=np.result_type(*(getter(b) for _, b in parts))
+        )
         for rows, batch in parts:
             out[rows] = getter(batch)
         return out
@@ -182,7 +192,14 @@ class WeightedSampler(torch.utils.data.Sampler):
     num_replicas-th index starting at its rank, so ranks get different samples.
     """
 
-    def __init__(self, meta: MetaDataset, num_samples: int | None = None, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+    def __init__(
+        self,
+        meta: MetaDataset,
+        num_samples: int | None = None,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
         if not 0 <= rank < num_replicas:
             raise ConfigError(f"rank {rank} is not in [0, {num_replicas})")
         self.meta = meta

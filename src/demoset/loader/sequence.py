@@ -19,22 +19,22 @@ import torch.utils.data
 
 from demoset.errors import ConfigError, LayoutError
 from demoset.format.demofile import DemoFile
+from demoset.format.h5io import guarded_method
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.index import WindowIndex, Windows
 from demoset.loader.store import (
-    PACK_MAX_FRAME_BYTES,
     DemoReader,
     FileArray,
-    PackedKey,
-    PackedRam,
     RamArray,
     ZeroArray,
+    release_free_heap,
     resolve_arrays,
 )
 from demoset.memory import ensure_fits, format_bytes
 
 CACHE_MODES = ("all", "low_dim", None)
+DEMOS_PER_STEP = 16
 IMAGE_FORMATS = ("hwc_uint8", "chw_float")
 
 
@@ -95,6 +95,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     `get_batch(indices)` for the collated numpy dict.
     """
 
+    @guarded_method  # h5py errors on a damaged file become one LayoutError
     def __init__(
         self,
         path: str | os.PathLike,
@@ -130,9 +131,13 @@ class SequenceDataset(torch.utils.data.Dataset):
         if goal_mode not in (None, "last"):
             raise ConfigError(f"goal_mode must be None or 'last', got {goal_mode!r}")
         if goal_mode == "last" and not load_next_obs:
-            raise ConfigError("goal_mode='last' takes the goal from next_obs; it needs load_next_obs=True")
+            raise ConfigError(
+                "goal_mode='last' takes the goal from next_obs; it needs load_next_obs=True"
+            )
         if image_format not in IMAGE_FORMATS:
-            raise ConfigError(f"image_format must be 'hwc_uint8' or 'chw_float', got {image_format!r}")
+            raise ConfigError(
+                f"image_format must be 'hwc_uint8' or 'chw_float', got {image_format!r}"
+            )
         if demo_limit is not None and int(demo_limit) < 1:
             raise ConfigError(f"demo_limit must be a positive number of demos, got {demo_limit}")
         self.frame_stack = int(frame_stack)
@@ -157,7 +162,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.action_config = copy.deepcopy(dict(action_config)) if action_config else {}
         self._action_methods = S.check_action_config(self.action_keys, self.action_config)
         # dataset keys in the sample: the given ones, then action keys not among them
-        self._sample_keys = self.dataset_keys + tuple(k for k in self.action_keys if k not in self.dataset_keys)
+        self._sample_keys = self.dataset_keys + tuple(
+            k for k in self.action_keys if k not in self.dataset_keys
+        )
         self._stats_cache = S.StatsCache(self.path, enabled=stats_cache)
         self._obs_stats: dict | None = None
         self._action_stats: dict | None = None
@@ -175,8 +182,10 @@ class SequenceDataset(torch.utils.data.Dataset):
             self._plan_arrays()
             finish = self._add_demos(df, demos, progress)
         finish()
+        del finish, df  # their temporaries (byte offsets, HDF5 objects) go before the trim
         if not self.swmr:
             self._reader.close()  # reopened on demand; an idle handle would lock writers out
+        release_free_heap()
         if self.normalize_obs:
             self._obs_stats = self._compute_obs_stats()
         if any(m is not None for m in self._action_methods.values()):
@@ -189,7 +198,9 @@ class SequenceDataset(torch.utils.data.Dataset):
             demos = demos[: self.demo_limit]
         return demos
 
-    def _resolve_specs(self, df: DemoFile, demo: str) -> dict[str, tuple[tuple[int, ...], np.dtype] | None]:
+    def _resolve_specs(
+        self, df: DemoFile, demo: str
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype] | None]:
         """Per-step shape and dtype of every array the samples need (None: a missing dataset key)."""
         specs: dict[str, tuple[tuple[int, ...], np.dtype] | None] = {}
         obs_info = df.obs_keys(demo)
@@ -218,14 +229,18 @@ class SequenceDataset(torch.utils.data.Dataset):
             if df.has(demo, key):
                 dset = df.dataset(demo, key)
                 if dset.dtype.kind not in "biuf":
-                    raise LayoutError(f"{key!r} is not numeric ({dset.dtype})", self.path, dset.name)
+                    raise LayoutError(
+                        f"{key!r} is not numeric ({dset.dtype})", self.path, dset.name
+                    )
                 specs[key] = (tuple(dset.shape[1:]), dset.dtype)
             else:
                 specs[key] = None
         for key in self.action_keys:
             spec = specs[key]
             if spec is not None and len(spec[0]) > 1:
-                raise ConfigError(f"action key {key!r} has per-step shape {spec[0]}; action keys must be vectors")
+                raise ConfigError(
+                    f"action key {key!r} has per-step shape {spec[0]}; action keys must be vectors"
+                )
         return specs
 
     def _cached(self, key: str) -> bool:
@@ -238,68 +253,20 @@ class SequenceDataset(torch.utils.data.Dataset):
         return not (is_obs and is_image_like(spec[0]))
 
     def _plan_arrays(self) -> None:
-        """Decide where each array lives: `_arrays` maps keys to accessors, `_stores` owns them."""
+        """Decide where each array lives (`_arrays`: key -> RamArray / FileArray / ZeroArray)."""
         arrays: dict = {}
-        stores: list = []
-        packed = []
         for key, spec in self._specs.items():
             if spec is None:
                 arrays[key] = ZeroArray()
-                stores.append(arrays[key])
                 continue
             shape, stored = spec
             if self._cached(key):
                 # dataset keys are served as float32 (robomimic's cache does the same)
                 dtype = np.dtype(np.float32) if key in self._sample_keys else stored
-                frame_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                if frame_bytes <= PACK_MAX_FRAME_BYTES and not is_image_like(shape):
-                    packed.append((key, shape, dtype, stored))
-                else:
-                    arrays[key] = RamArray(key, shape, dtype, stored)
-                    stores.append(arrays[key])
+                arrays[key] = RamArray(key, shape, dtype, stored)
             else:
                 arrays[key] = FileArray(key, shape, stored, self._reader)
-                stores.append(arrays[key])
-        if packed:
-            pack = PackedRam(packed)
-            arrays.update(pack.members)
-            stores.append(pack)
-        self._arrays, self._stores = arrays, stores
-        self._plans: dict = {}
-
-    def _plan(self, keys: tuple[str, ...]) -> list:
-        """Keys grouped by where they live: [(PackedRam, keys)] and [(accessor, key)]."""
-        plan = self._plans.get(keys)
-        if plan is None:
-            packs: dict = {}
-            plan = []
-            for key in keys:
-                acc = self._arrays[key]
-                if isinstance(acc, PackedKey):
-                    packs.setdefault(id(acc.pack), (acc.pack, []))[1].append(key)
-                else:
-                    plan.append((acc, key))
-            plan = [(pack, tuple(ks)) for pack, ks in packs.values()] + plan
-            self._plans[keys] = plan
-        return plan
-
-    def _gather(self, win: Windows, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for store, what in self._plan(keys):
-            if isinstance(store, PackedRam):
-                out.update(store.gather_windows_of(win, what))
-            else:
-                out[what] = store.gather_windows(win)
-        return out
-
-    def _gather_goal(self, win: Windows, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for store, what in self._plan(keys):
-            if isinstance(store, PackedRam):
-                out.update(store.gather_frames_of(win.goal, what))
-            else:
-                out[what] = store.gather_frames(win.goal, win.demo, win.goal_step)
-        return out
+        self._arrays = arrays
 
     def _bytes_per_frame(self, which: str) -> int:
         total = 0
@@ -378,8 +345,6 @@ class SequenceDataset(torch.utils.data.Dataset):
             demo_names=self.demos + list(demos),
         )
         self._check_memory(int(all_lengths.sum()), "caching" if not self.demos else "refresh")
-        for demo, length in zip(demos, lengths):
-            self._check_demo(df, demo, int(length))
         total = int(lengths.sum()) * len(self._specs)
         done = [0]
 
@@ -391,8 +356,19 @@ class SequenceDataset(torch.utils.data.Dataset):
         frames, count = int(self._lengths.sum()), len(self.demos)
         finishers = []
         try:
-            for store in self._stores:
-                finishers.append(store.append(self._reader, list(demos), lengths, step))
+            for array in self._arrays.values():
+                array.reserve(int(all_lengths.sum()))
+            # a few demos at a time: every open HDF5 dataset costs ~20 KB that HDF5 keeps
+            for at in range(0, len(demos), DEMOS_PER_STEP):
+                part, part_lengths = (
+                    list(demos[at : at + DEMOS_PER_STEP]),
+                    lengths[at : at + DEMOS_PER_STEP],
+                )
+                for demo, length in zip(part, part_lengths):
+                    self._check_demo(df, demo, int(length))
+                for array in self._arrays.values():
+                    finishers.append(array.append(self._reader, part, part_lengths, step))
+                self._reader.forget()
         except BaseException:
             self._truncate(frames, count)
             raise
@@ -413,8 +389,8 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def _truncate(self, frames: int, count: int) -> None:
         """Forget frames and demos added by an append that failed half-way."""
-        for store in self._stores:
-            store.truncate(frames, count)
+        for array in self._arrays.values():
+            array.truncate(frames, count)
 
     # ------------------------------------------------------------------ stats
     def _moments(self, key: str) -> S.Moments:
@@ -432,7 +408,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         return [k for k in self.obs_keys if not is_image_like(self._specs[f"obs/{k}"][0])]
 
     def _compute_obs_stats(self) -> dict:
-        return S.obs_normalization_stats({k: self._moments(f"obs/{k}") for k in self._normalized_obs_keys()})
+        return S.obs_normalization_stats(
+            {k: self._moments(f"obs/{k}") for k in self._normalized_obs_keys()}
+        )
 
     def _compute_action_stats(self) -> dict:
         return S.action_normalization_stats(self.action_moments(), self._action_methods)
@@ -443,7 +421,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         for key in self.action_keys:
             if self._specs[key] is None:
                 zero = np.zeros(1)
-                out[key] = S.Moments(int(self._lengths.sum()), zero, zero.copy(), zero.copy(), zero.copy())
+                out[key] = S.Moments(
+                    int(self._lengths.sum()), zero, zero.copy(), zero.copy(), zero.copy()
+                )
                 continue
             m = self._moments(key)
             out[key] = S.Moments(m.n, *(np.atleast_1d(a) for a in (m.mean, m.m2, m.min, m.max)))
@@ -458,7 +438,8 @@ class SequenceDataset(torch.utils.data.Dataset):
     def set_obs_normalization_stats(self, stats: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         """Use given observation statistics (e.g. the training set's for a validation set)."""
         self._obs_stats = {
-            k: {"mean": np.asarray(v["mean"]), "std": np.asarray(v["std"])} for k, v in stats.items()
+            k: {"mean": np.asarray(v["mean"]), "std": np.asarray(v["std"])}
+            for k, v in stats.items()
         }
 
     def get_action_normalization_stats(self) -> dict[str, dict[str, np.ndarray]]:
@@ -469,8 +450,14 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def set_action_normalization_stats(self, stats: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         """Use given action statistics (MetaDataset shares one set across its datasets)."""
+        missing = [k for k in self.action_keys if k not in stats]
+        if missing:
+            raise ConfigError(f"action statistics lack action key {missing[0]!r}", self.path)
         self._action_stats = {
-            k: {"scale": np.asarray(v["scale"], dtype=np.float32), "offset": np.asarray(v["offset"], dtype=np.float32)}
+            k: {
+                "scale": np.asarray(v["scale"], dtype=np.float32),
+                "offset": np.asarray(v["offset"], dtype=np.float32),
+            }
             for k, v in stats.items()
         }
 
@@ -498,7 +485,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def cached_bytes(self) -> int:
         """Bytes of arrays held in RAM (shared memory)."""
-        return int(sum(s.nbytes for s in self._stores if isinstance(s, (RamArray, PackedRam))))
+        return int(sum(a.nbytes for a in self._arrays.values() if isinstance(a, RamArray)))
 
     def __repr__(self) -> str:
         return (
@@ -536,6 +523,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             return parts[0]
         return np.concatenate(parts, axis=-1)
 
+    @guarded_method  # h5py errors on a damaged file become one LayoutError
     def get_batch(self, indices) -> dict:
         """The collated batch of samples `indices` as a dict of numpy arrays ([B, T, ...])."""
         ids = self._index.check_indices(indices)
@@ -544,7 +532,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         keys = self._sample_keys + tuple(f"{g}/{k}" for g in groups for k in self.obs_keys)
         out: dict = {}
         with self._reader.session():
-            raw = self._gather(win, keys)
+            raw = {key: self._arrays[key].gather_windows(win) for key in keys}
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
@@ -553,8 +541,12 @@ class SequenceDataset(torch.utils.data.Dataset):
             for group in groups:
                 out[group] = self._obs_group(group, raw, win)
             if self.goal_mode == "last":
-                goal_raw = self._gather_goal(win, tuple(f"next_obs/{k}" for k in self.obs_keys))
-                goal = {k: self._finish_obs(k, goal_raw[f"next_obs/{k}"]) for k in self.obs_keys}
+                goal = {}
+                for key in self.obs_keys:
+                    x = self._arrays[f"next_obs/{key}"].gather_frames(
+                        win.goal, win.demo, win.goal_step
+                    )
+                    goal[key] = self._finish_obs(key, x)
                 if self.get_pad_mask:
                     goal["pad_mask"] = np.ones((win.size, 1), dtype=bool)
                 out["goal_obs"] = goal
@@ -563,17 +555,21 @@ class SequenceDataset(torch.utils.data.Dataset):
         out["index"] = ids
         return out
 
+    @guarded_method  # h5py errors on a damaged file become one LayoutError
     def __getitem__(self, index) -> dict:
-        if isinstance(index, (list, tuple, np.ndarray)):
-            return self.get_batch(index)
+        """One sample (robomimic's structure); a list or array of indices gives `get_batch`."""
+        if np.ndim(index) > 0:
+            return self.get_batch(np.asarray(index))
         return sample_of(self.get_batch([int(index)]), 0)
 
+    @guarded_method  # h5py errors on a damaged file become one LayoutError
     def __getitems__(self, indices) -> SampleBatch:
         """Gather a whole batch at once (torch's DataLoader calls this with a batch of indices)."""
         data = self.get_batch(indices)
         return SampleBatch(data, len(data["index"]))
 
     # ------------------------------------------------------------------ follow mode
+    @guarded_method  # h5py errors on a damaged file become one LayoutError
     def refresh(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Pick up demos appended to the file since the last look; returns how many were added.
 
@@ -594,8 +590,10 @@ class SequenceDataset(torch.utils.data.Dataset):
                 return 0
             finish = self._add_demos(df, demos, progress)
         finish()
+        del finish, df
         if not self.swmr:
             self._reader.close()
+        release_free_heap()
         return len(demos)
 
     # ------------------------------------------------------------------ lifetime

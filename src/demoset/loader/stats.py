@@ -65,7 +65,9 @@ class Moments:
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.n / n)
         m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / n)
-        return Moments(n, mean, m2, np.minimum(self.min, other.min), np.maximum(self.max, other.max))
+        return Moments(
+            n, mean, m2, np.minimum(self.min, other.min), np.maximum(self.max, other.max)
+        )
 
     @property
     def std(self) -> np.ndarray:
@@ -130,7 +132,9 @@ def check_action_config(action_keys, action_config: Mapping | None) -> dict[str,
     for key in action_keys:
         entry = config.get(key) or {}
         if not isinstance(entry, Mapping):
-            raise ConfigError(f"action_config[{key!r}] must be a dict like {{'normalization': 'min_max'}}")
+            raise ConfigError(
+                f"action_config[{key!r}] must be a dict like {{'normalization': 'min_max'}}"
+            )
         method = entry.get("normalization")
         if method not in NORMALIZATIONS:
             raise ConfigError(

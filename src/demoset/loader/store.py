@@ -36,7 +36,7 @@ import numpy as np
 from demoset.errors import FileLockedError, LayoutError, UnsafeFileError
 from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
-from demoset.format.h5io import check_dataset_safe
+from demoset.format.h5io import check_dataset_safe, check_dataset_size
 from demoset.loader.index import Windows
 
 LOCK_TIMEOUT = 30.0
@@ -89,6 +89,67 @@ def _wait(what, deadline: float, path: str, message: str) -> None:
         delay = min(delay * 2, 0.1)
 
 
+def _loaded_library(name: str) -> str | None:
+    """Path of a shared library this process has loaded (from /proc/self/maps), if any."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if os.path.basename(path).startswith(name + "-") or os.path.basename(
+                    path
+                ).startswith(name + ".so"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def release_free_heap() -> None:
+    """Give memory freed while loading back to the OS (best effort, Linux only).
+
+    Loading touches thousands of HDF5 objects. Once closed, HDF5 keeps their memory in
+    its free lists and glibc keeps freed pages in the heap, so the process would stay
+    several MB (about 6 MB per 200 demos) above its live data. A garbage collection first
+    frees handles held in reference cycles. H5garbage_collect() empties
+    the free lists (under h5py's lock, as every HDF5 call) and malloc_trim() returns the
+    pages.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()  # closed HDF5 handles caught in reference cycles go first
+    path = _loaded_library("libhdf5")
+    if path is not None:
+        try:
+            from h5py._objects import phil
+
+            with phil:
+                ctypes.CDLL(path).H5garbage_collect()
+        except (OSError, AttributeError, ImportError):
+            pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def small_metadata_cache(h5: h5py.File, size: int = 1 << 20) -> None:
+    """Cap HDF5's metadata cache of a handle we opened (default: grows to 32 MB).
+
+    The loader reads each demo's metadata once; a bigger cache only leaves memory behind
+    (about 10 MB for 200 demos, kept by the process after the file is closed).
+    """
+    try:
+        config = h5.id.get_mdc_config()
+        config.set_initial_size = True
+        config.initial_size = size // 4
+        config.min_size = size // 4
+        config.max_size = size
+        h5.id.set_mdc_config(config)
+    except (AttributeError, ValueError, RuntimeError, OSError):  # pragma: no cover - best effort
+        pass
+
+
 def _take_shared(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -115,7 +176,12 @@ def open_locked(path: str, fd: int, swmr: bool, timeout: float = LOCK_TIMEOUT) -
         gate = None
     try:
         if gate is not None:
-            _wait(gate.enter, deadline, path, f"a demoset writer has been committing for {timeout:.0f} s")
+            _wait(
+                gate.enter,
+                deadline,
+                path,
+                f"a demoset writer has been committing for {timeout:.0f} s",
+            )
         _wait(
             lambda: _take_shared(fd),
             deadline,
@@ -230,8 +296,13 @@ class DemoReader:
                 self._locked = True
             else:
                 self._df = open_dataset(self.path)
+            small_metadata_cache(self._df.h5)
             self._datasets = {}
         return self._df
+
+    def forget(self) -> None:
+        """Drop the datasets resolved so far (HDF5 holds memory for each open one)."""
+        self._datasets = {}
 
     def remember(self, demo: str, key: str, dset: h5py.Dataset) -> None:
         """Keep a dataset already resolved in this session for later lookups."""
@@ -262,7 +333,9 @@ class DemoReader:
                 out[...] = dset[start:stop].astype(out.dtype, copy=False).reshape(out.shape)
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LayoutError(f"cannot read array ({first})", self.path, f"/data/{demo}/{key}") from None
+            raise LayoutError(
+                f"cannot read array ({first})", self.path, f"/data/{demo}/{key}"
+            ) from None
 
     def _release_lock(self) -> None:
         if self._locked and self._fd is not None:
@@ -368,11 +441,16 @@ def resolve_arrays(df: DemoFile, demo: str, keys) -> dict[str, h5py.Dataset | No
             raise LayoutError(f"{key!r} is not a dataset", df.path, obj.name)
         if obj is not None:
             check_dataset_safe(obj, df.path)
+            if obj.shape is None or obj.ndim == 0:  # no time axis (or no data at all)
+                raise LayoutError(f"{key!r} has no time axis", df.path, obj.name)
+            check_dataset_size(obj, df.path)  # declares far more than the file stores
         out[key] = obj
     return out
 
 
-def byte_offsets(reader: DemoReader, demo: str, key: str, frame_shape, dtype, length: int, verify: bool):
+def byte_offsets(
+    reader: DemoReader, demo: str, key: str, frame_shape, dtype, length: int, verify: bool
+):
     """Per-frame byte offsets of data/<demo>/<key> (None: read it through h5py).
 
     With `verify`, the first and last frames read by offset must equal h5py's reading.
@@ -432,6 +510,9 @@ class ZeroArray:
     def truncate(self, frames: int, count: int) -> None:
         pass
 
+    def reserve(self, frames: int) -> None:
+        pass
+
 
 class RamArray:
     """One key of all selected demos, back to back, in shared memory."""
@@ -481,7 +562,9 @@ class RamArray:
         for i, (demo, length) in enumerate(zip(demos, lengths)):
             length = int(length)
             dst = self._data[pos : pos + length]
-            offs = byte_offsets(reader, demo, self.key, self.frame_shape, self.stored_dtype, length, verify=i == 0)
+            offs = byte_offsets(
+                reader, demo, self.key, self.frame_shape, self.stored_dtype, length, verify=i == 0
+            )
             if offs is None:
                 reader.read_into(demo, self.key, dst)
                 if progress is not None:
@@ -508,6 +591,11 @@ class RamArray:
     def truncate(self, frames: int, count: int) -> None:
         self.frames = min(self.frames, frames)
 
+    def reserve(self, frames: int) -> None:
+        """Make room for `frames` frames in all (one allocation for a whole load)."""
+        if frames > self._data.shape[0]:
+            self._grow(frames)
+
     def _grow(self, frames: int) -> None:
         capacity = max(frames, self.frames + self.frames // 4) if self.frames else frames
         owner, data = shared_array((capacity, *self.frame_shape), self.dtype)
@@ -524,141 +612,6 @@ class RamArray:
     def demo_arrays(self, reader, demos, lengths, starts):
         for start, length in zip(starts, lengths):
             yield self._data[int(start) : int(start) + int(length)]
-
-
-PACK_MAX_FRAME_BYTES = 1024
-"""Keys with frames up to this size (low-dim vectors) are packed into one record array."""
-
-
-def _align(n: int, to: int = 8) -> int:
-    return -(-n // to) * to
-
-
-class PackedRam:
-    """Several small keys in one shared (frames, record bytes) array: one gather serves them all.
-
-    A batch of low-dim keys (obs, next_obs, actions, ...) is then one numpy take of whole
-    records instead of one per key; each key is cut out of the records afterwards as a
-    contiguous array.
-    """
-
-    cached = True
-
-    def __init__(self, members: list[tuple[str, tuple[int, ...], np.dtype, np.dtype]]):
-        self.layout: dict[str, tuple[int, int, tuple[int, ...], np.dtype, np.dtype]] = {}
-        pos = 0
-        for key, shape, dtype, stored in members:
-            dtype = np.dtype(dtype)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            pos = _align(pos, dtype.itemsize)
-            self.layout[key] = (pos, nbytes, tuple(shape), dtype, np.dtype(stored))
-            pos += nbytes
-        self.record = max(_align(pos), 8)
-        self.frames = 0
-        self._owner, self._data = shared_array((0, self.record), np.uint8)
-        self.members = {key: PackedKey(self, key) for key in self.layout}
-
-    @property
-    def nbytes(self) -> int:
-        return int(self._data.nbytes)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_rows"] = self._data.shape[0]
-        state.pop("_data")
-        return state
-
-    def __setstate__(self, state):
-        rows = state.pop("_rows")
-        self.__dict__.update(state)
-        self._data = self._owner.numpy()[: rows * self.record].reshape(rows, self.record)
-
-    def view(self, key: str) -> np.ndarray:
-        """All frames of `key` as a (strided) (frames, *shape) view into the records."""
-        start, nbytes, shape, dtype, _ = self.layout[key]
-        cols = self._data[: self.frames, start : start + nbytes]
-        return cols.view(dtype).reshape((self.frames, *shape))
-
-    def _grow(self, frames: int) -> None:
-        capacity = max(frames, self.frames + self.frames // 4) if self.frames else frames
-        owner, data = shared_array((capacity, self.record), np.uint8)
-        data[: self.frames] = self._data[: self.frames]
-        self._owner, self._data = owner, data
-
-    def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
-        """Read `demos` into new records (see RamArray.append); returns the finishing function."""
-        need = self.frames + int(np.sum(lengths))
-        if need > self._data.shape[0]:
-            self._grow(need)
-        first = self.frames
-        self.frames = need
-        pending = []
-        for key, (start, nbytes, shape, dtype, stored) in self.layout.items():
-            column = self.view(key)
-            pos = first
-            for i, (demo, length) in enumerate(zip(demos, lengths)):
-                length = int(length)
-                dst = column[pos : pos + length]
-                offs = byte_offsets(reader, demo, key, shape, stored, length, verify=i == 0)
-                if offs is None:
-                    raw = np.empty((length, *shape), dtype=stored)
-                    reader.read_into(demo, key, raw)
-                    dst[...] = raw
-                    if progress is not None:
-                        progress(length)
-                else:
-                    pending.append((demo, key, dst, offs, shape, stored))
-                pos += length
-
-        def finish() -> None:
-            for demo, key, dst, offs, shape, stored in pending:
-                raw = np.empty((len(offs), *shape), dtype=stored)
-                read_by_offsets(reader, raw, offs, f"/data/{demo}/{key}")
-                dst[...] = raw
-                if progress is not None:
-                    progress(len(offs))
-
-        return finish
-
-    def truncate(self, frames: int, count: int) -> None:
-        self.frames = min(self.frames, frames)
-
-    def _cut(self, records: np.ndarray, keys, lead: tuple[int, ...]) -> dict[str, np.ndarray]:
-        out = {}
-        for key in keys:
-            start, nbytes, shape, dtype, _ = self.layout[key]
-            out[key] = records[:, start : start + nbytes].copy().view(dtype).reshape((*lead, *shape))
-        return out
-
-    def gather_windows_of(self, win: Windows, keys) -> dict[str, np.ndarray]:
-        records = self._data.take(win.flat.reshape(-1), axis=0)
-        return self._cut(records, keys, (win.size, win.length))
-
-    def gather_frames_of(self, flat: np.ndarray, keys) -> dict[str, np.ndarray]:
-        return self._cut(self._data.take(flat, axis=0), keys, (len(flat),))
-
-
-class PackedKey:
-    """One key of a PackedRam, usable like a RamArray."""
-
-    cached = True
-    nbytes = 0  # counted by the pack
-
-    def __init__(self, pack: PackedRam, key: str):
-        self.pack = pack
-        self.key = key
-        _, _, self.frame_shape, self.dtype, _ = pack.layout[key]
-
-    def gather_windows(self, win: Windows) -> np.ndarray:
-        return self.pack.gather_windows_of(win, [self.key])[self.key]
-
-    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        return self.pack.gather_frames_of(flat, [self.key])[self.key]
-
-    def demo_arrays(self, reader, demos, lengths, starts):
-        column = self.pack.view(self.key)
-        for start, length in zip(starts, lengths):
-            yield column[int(start) : int(start) + int(length)]
 
 
 class FileArray:
@@ -688,7 +641,9 @@ class FileArray:
         pos = self.frames
         for i, (demo, length) in enumerate(zip(demos, lengths)):
             length = int(length)
-            offs = byte_offsets(reader, demo, self.key, self.frame_shape, self.dtype, length, verify=i == 0)
+            offs = byte_offsets(
+                reader, demo, self.key, self.frame_shape, self.dtype, length, verify=i == 0
+            )
             parts.append(offs if offs is not None else np.full(length, -1, dtype=np.int64))
             starts.append(np.array([pos], dtype=np.int64))
             pos += length
@@ -700,9 +655,14 @@ class FileArray:
         self.frames = pos
         follows = np.zeros(len(self.offsets), dtype=bool)
         if len(self.offsets) > 1:
-            follows[1:] = (self.offsets[1:] == self.offsets[:-1] + self.frame_bytes) & (self.offsets[1:] >= 0)
+            follows[1:] = (self.offsets[1:] == self.offsets[:-1] + self.frame_bytes) & (
+                self.offsets[1:] >= 0
+            )
         self.breaks = np.concatenate([[0], np.cumsum(~follows)])
         return None
+
+    def reserve(self, frames: int) -> None:
+        pass
 
     def truncate(self, frames: int, count: int) -> None:
         self.demos = self.demos[:count]
@@ -711,7 +671,14 @@ class FileArray:
         self.breaks = self.breaks[: frames + 1]
         self.frames = min(self.frames, frames)
 
-    def _read(self, out: np.ndarray, demo: np.ndarray, begin: np.ndarray, end: np.ndarray, pad_front: np.ndarray) -> None:
+    def _read(
+        self,
+        out: np.ndarray,
+        demo: np.ndarray,
+        begin: np.ndarray,
+        end: np.ndarray,
+        pad_front: np.ndarray,
+    ) -> None:
         first = self.starts[demo] + begin
         last = self.starts[demo] + end - 1
         direct = (self.offsets[first] >= 0) & (self.breaks[last + 1] - self.breaks[first + 1] == 0)
@@ -724,11 +691,16 @@ class FileArray:
             if direct[b]:
                 if reader.pread(dst, int(byte_start[b])) != dst.nbytes:
                     raise LayoutError(
-                        "file ended before the frames (truncated?)", reader.path, f"/data/{self.demos[d]}/{self.key}"
+                        "file ended before the frames (truncated?)",
+                        reader.path,
+                        f"/data/{self.demos[d]}/{self.key}",
                     )
             elif self.offsets[first[b]] >= 0:  # uncompressed, but not one run of bytes
                 read_by_offsets(
-                    reader, dst, self.offsets[first[b] : last[b] + 1], f"/data/{self.demos[d]}/{self.key}"
+                    reader,
+                    dst,
+                    self.offsets[first[b] : last[b] + 1],
+                    f"/data/{self.demos[d]}/{self.key}",
                 )
             else:
                 with reader.session():
@@ -753,7 +725,9 @@ class FileArray:
             out = np.empty((int(length), *self.frame_shape), dtype=self.dtype)
             s = int(self.starts[i])
             if length and self.offsets[s] >= 0:
-                read_by_offsets(reader, out, self.offsets[s : s + int(length)], f"/data/{demo}/{self.key}")
+                read_by_offsets(
+                    reader, out, self.offsets[s : s + int(length)], f"/data/{demo}/{self.key}"
+                )
             else:
                 reader.read_into(demo, self.key, out)
             yield out

@@ -202,8 +202,20 @@ def _init_worker(path: str, options: dict) -> None:
     _WORKER.update(df=df, options=opts, env=_make_env(source_env_meta(df), opts))
 
 
+def _init_pool_worker(path: str, options: dict) -> None:
+    """Pool initializer: a failure is kept and reported with the first demo, not a dead pool."""
+    try:
+        _init_worker(path, options)
+    except DemosetError as exc:
+        _WORKER["init_error"] = exc.message
+    except Exception as exc:  # noqa: BLE001 - reported per demo instead
+        _WORKER["init_error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
 def _work(demo: str) -> tuple[str, Any]:
     """Extract one demo in a worker: ("ok", DemoResult) or ("error", one-line reason)."""
+    if "init_error" in _WORKER:
+        return "error", f"the worker could not start the simulator: {_WORKER['init_error']}"
     try:
         return "ok", extract_demo(_WORKER["env"], _WORKER["df"], demo, _WORKER["options"])
     except DemosetError as exc:
@@ -240,7 +252,7 @@ def _results_in_pool(path: str, demos: Sequence[str], options: ExtractOptions, w
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
-        initializer=_init_worker,
+        initializer=_init_pool_worker,
         initargs=(path, asdict(options)),
     ) as pool:
         pending: deque = deque()

@@ -23,6 +23,7 @@ import numpy as np
 from demoset.format import DemoFile, open_dataset
 from demoset.viz import collect
 from demoset.viz.collect import Progress
+from demoset.viz.outliers import length_outliers
 from demoset.viz.output import write_atomic
 from demoset.viz.sampling import demos_within_rows, sample_demos
 
@@ -195,11 +196,10 @@ def lengths_figure(
         fig = _new_figure(FIG_WIDTH, 3.9)
         ax_hist, ax_demo = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.35]})
         lo, hi = (int(lengths.min()), int(lengths.max())) if lengths.size else (0, 1)
-        bins = (
-            np.histogram_bin_edges(lengths, bins=min(40, max(5, hi - lo + 1)))
-            if lengths.size
-            else 10
-        )
+        if hi - lo < 40:  # one bar per length, centred on it
+            bins = np.arange(lo, hi + 2) - 0.5
+        else:
+            bins = np.histogram_bin_edges(lengths, bins=40)
         data = [lengths[[g == name for g in groups]] for name in names]
         ax_hist.hist(
             data,
@@ -360,7 +360,7 @@ def dataset_plots(
     seed: int = 0,
     max_dims: int = 12,
     actions: dict[str, np.ndarray] | None = None,
-    outliers: Sequence[str] = (),
+    outliers: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> list[Plot]:
     """Render the standard plots of an open dataset, as PNG bytes.
@@ -368,7 +368,8 @@ def dataset_plots(
     `filter_key` limits every plot to that filter key's demos. Trajectories are drawn for
     `demos` (default: `n_demos` chosen with `seed`) and for `keys` (default: actions and
     every low-dim observation). `actions` may pass actions already read (demo -> array);
-    `outliers` are demo names to mark on the lengths plot.
+    `outliers` are demo names to ring on the lengths plot (default: the length outliers of
+    `demoset.viz.outliers.length_outliers`).
     """
     selected = df.demos_for(filter_key)
     if not selected:
@@ -405,6 +406,8 @@ def dataset_plots(
     }
     overlays = dict(list(overlays.items())[:5])
     lengths = df.lengths(selected)
+    if outliers is None:
+        outliers = [o.demo for o in length_outliers(selected, lengths)]
 
     plots = []
     fig = lengths_figure(selected, lengths, groups, overlays, outliers)
