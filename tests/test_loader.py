@@ -23,7 +23,7 @@ from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
 from demoset.loader import MetaDataset, SequenceDataset, collate, stats
 from demoset.loader.batch import SampleBatch
-from demoset.loader.store import FileArray, RamArray
+from demoset.loader.store import FileArray, RamArray, shared_outputs
 
 from conftest import LIFT_ENV, write_dataset
 
@@ -487,3 +487,16 @@ def test_refresh_while_a_writer_process_appends(tmp_path):
     fresh = SequenceDataset(path, keys, seq_length=3, cache_mode="low_dim")
     assert fresh.demos == ds.demos
     assert_tree_equal(ds.get_batch(np.arange(len(ds))), fresh.get_batch(np.arange(len(fresh))))
+
+
+def test_worker_batches_are_built_in_shared_memory(image_file):
+    """Inside a DataLoader worker big arrays go to the main process by handle, not by copy."""
+    ds = SequenceDataset(image_file, OBS_KEYS, seq_length=10, cache_mode="all")
+    ids = np.arange(20)
+    registry: dict = {}
+    with shared_outputs(registry):
+        data = ds.get_batch(ids)
+    batch = collate(SampleBatch(data, len(ids), registry))
+    assert batch["obs"]["agentview_image"].is_shared()  # 20 x 10 x 16 x 16 x 3 bytes
+    assert not batch["obs"]["object"].is_shared()  # small arrays are not worth it
+    assert_tree_equal(_numpy(batch), ds.get_batch(ids))

@@ -1,6 +1,6 @@
 """The simulator pipeline end to end with the real robosuite 1.5.2 / mujoco 3.3.7 (OSMesa).
 
-One module-scoped run collects two scripted Lift demos (recorded by robosuite's own
+One run per test session collects two scripted Lift demos (recorded by robosuite's own
 DataCollectionWrapper), converts them, and extracts observations with one and with two
 worker processes; the tests below check each stage against the simulator, against each
 other and against robomimic 0.3.0's SequenceDataset. Cameras are 32x32 to keep the
@@ -57,25 +57,21 @@ def all_arrays(path) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def build_pipeline(d) -> None:
+    """Collect, convert and extract into directory `d`; reports go to JSON and npz files."""
     from demoset.convert.robosuite_raw import convert_robosuite_raw
     from demoset.sim.collect import collect_demos
     from demoset.sim.extract import extract_obs
 
-    d = tmp_path_factory.mktemp("sim")
     raw = d / "raw.hdf5"
     collected = collect_demos("Lift", 2, raw, seed=3, record_obs=True)
-    raw_hash = sha256(raw)
-    conv = d / "lift.hdf5"
-    convert_robosuite_raw(raw, conv, val_ratio=0.5, action_dict=True)
+    convert_robosuite_raw(raw, d / "lift.hdf5", val_ratio=0.5, action_dict=True)
     calls: list[tuple[int, int]] = []
     ext = {}
     for workers in (1, 2):
-        out = d / f"image_w{workers}.hdf5"
-        ext[workers] = extract_obs(
-            conv,
-            out,
+        report = extract_obs(
+            d / "lift.hdf5",
+            d / f"image_w{workers}.hdf5",
             camera_names=CAMERAS,
             camera_height=SIZE,
             camera_width=SIZE,
@@ -85,8 +81,70 @@ def pipeline(tmp_path_factory):
             workers=workers,
             progress=(lambda done, total: calls.append((done, total))) if workers == 1 else None,
         )
+        ext[workers] = dict(
+            output=report.output,
+            workers=report.workers,
+            demos=report.demos,
+            frames=report.frames,
+            black_frames=report.black_frames,
+        )
+    for i, (obs, final) in enumerate(zip(collected.observations, collected.final_observations)):
+        np.savez(d / f"collected_obs_{i}.npz", **obs)
+        np.savez(d / f"collected_final_{i}.npz", **final)
+    meta = dict(
+        raw_hash=sha256(raw),
+        kept=collected.kept,
+        attempts=collected.attempts,
+        lengths=collected.lengths,
+        calls=calls,
+        ext=ext,
+    )
+    (d / "pipeline.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """The pipeline's files, built once per test session.
+
+    Under pytest-xdist every worker process would build its own copy, so the first worker
+    builds it in the directory the workers share and the others wait for it (a file lock).
+    """
+    import fcntl
+    from types import SimpleNamespace
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        d = tmp_path_factory.getbasetemp().parent / "sim_pipeline"
+    else:
+        d = tmp_path_factory.mktemp("sim_pipeline")
+    d.mkdir(exist_ok=True)
+    with open(d.parent / "sim_pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / "pipeline.json").exists():
+            build_pipeline(d)
+    meta = json.loads((d / "pipeline.json").read_text())
+    n = len(meta["lengths"])
+
+    def load(name: str, i: int) -> dict[str, np.ndarray]:
+        with np.load(d / f"{name}_{i}.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    collected = SimpleNamespace(
+        kept=meta["kept"],
+        attempts=meta["attempts"],
+        lengths=meta["lengths"],
+        observations=[load("collected_obs", i) for i in range(n)],
+        final_observations=[load("collected_final", i) for i in range(n)],
+    )
+    ext = {int(w): SimpleNamespace(**r) for w, r in meta["ext"].items()}
+    calls = [tuple(c) for c in meta["calls"]]
     return dict(
-        dir=d, raw=raw, raw_hash=raw_hash, conv=conv, collected=collected, ext=ext, calls=calls
+        dir=d,
+        raw=d / "raw.hdf5",
+        raw_hash=meta["raw_hash"],
+        conv=d / "lift.hdf5",
+        collected=collected,
+        ext=ext,
+        calls=calls,
     )
 
 

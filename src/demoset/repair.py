@@ -32,6 +32,7 @@ from demoset.format.h5io import (
     check_link_safe,
     is_enospc,
     open_h5,
+    read_array,
     same_file,
 )
 from demoset.format.journal import GuardedFile
@@ -66,8 +67,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_readable(group: h5py.Group, path: str) -> None:
+MAX_DEPTH = 4
+"""Deepest group nesting under a demo that repair follows (obs/<key> is depth 2)."""
+
+
+def _check_readable(group: h5py.Group, path: str, depth: int = 1) -> None:
     """Read every array and attribute under `group`; raise on the first that fails."""
+    if depth > MAX_DEPTH:
+        raise LayoutError(
+            f"groups nested deeper than {MAX_DEPTH} levels (a link cycle?)", path, group.name
+        )
     for key in group.attrs.keys():
         group.attrs[key]
     for name in list(group.keys()):
@@ -76,7 +85,7 @@ def _check_readable(group: h5py.Group, path: str) -> None:
         if obj is None:
             raise LayoutError("dangling link", path, f"{group.name}/{name}")
         if isinstance(obj, h5py.Group):
-            _check_readable(obj, path)
+            _check_readable(obj, path, depth + 1)
             continue
         if not isinstance(obj, h5py.Dataset):
             raise LayoutError("neither a group nor an array", path, f"{group.name}/{name}")
@@ -285,8 +294,7 @@ def _copy_masks(
             dset = mask[name]
             if not isinstance(dset, h5py.Dataset):
                 raise LayoutError("not an array", path, h5path)
-            check_dataset_safe(dset, path)
-            values = np.atleast_1d(dset[()]).tolist()
+            values = np.atleast_1d(read_array(dset, path)).reshape(-1).tolist()
             demos = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
         except (*_READ_ERRORS, UnicodeDecodeError) as exc:
             report.dropped.append((h5path, f"unreadable: {_first_line(exc)}"))

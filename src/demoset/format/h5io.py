@@ -216,14 +216,32 @@ def describe_error(exc: BaseException) -> str:
     return first if len(first) <= 200 else first[:197] + "..."
 
 
+def raised_by_file(exc: BaseException) -> bool:
+    """True for an error the file's content caused: an OSError, or one raised inside h5py.
+
+    A KeyError or TypeError from h5py means a broken link, a bad name or a bad type in
+    the file; the same error raised by demoset's own code is a bug and is left alone.
+    """
+    if isinstance(exc, OSError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("h5py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 @contextmanager
 def h5_errors(path, h5path: str | None = None, error=None, what: str = "cannot read"):
-    """Turn whatever h5py raises on a damaged file into one DemosetError naming the file."""
+    """Turn what h5py raises on a damaged file into one DemosetError naming the file."""
     try:
         yield
     except DemosetError:
         raise
     except READ_ERRORS as exc:
+        if not raised_by_file(exc):
+            raise
         cls = error or LayoutError
         raise cls(f"{what} ({describe_error(exc)})", path, h5path) from exc
 
@@ -330,6 +348,8 @@ def guarded_method(method):
         except DemosetError:
             raise
         except READ_ERRORS as exc:
+            if not raised_by_file(exc):
+                raise
             raise LayoutError(
                 f"cannot read ({describe_error(exc)})", getattr(self, "path", None)
             ) from exc

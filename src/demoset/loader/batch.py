@@ -36,13 +36,18 @@ def sample_of(batch: Mapping[str, Any], i: int) -> dict:
 
 
 class SampleBatch(Sequence):
-    """A batch of samples: `len(b)` samples, `b[i]` one sample dict, `b.data` the collated dict."""
+    """A batch of samples: `len(b)` samples, `b[i]` one sample dict, `b.data` the collated dict.
 
-    __slots__ = ("data", "_size")
+    `shared` maps id(array) -> (array, owner tensor) for arrays of `data` built in shared
+    memory (inside DataLoader workers), which `collate` hands on as those tensors.
+    """
 
-    def __init__(self, data: dict, size: int):
+    __slots__ = ("data", "_size", "shared")
+
+    def __init__(self, data: dict, size: int, shared: dict | None = None):
         self.data = data
         self._size = int(size)
+        self.shared = shared
 
     def __len__(self) -> int:
         return self._size
@@ -60,16 +65,26 @@ class SampleBatch(Sequence):
         return f"SampleBatch({self._size} samples)"
 
 
-def to_torch(tree):
-    """numpy arrays of a (nested) batch dict to torch tensors, sharing memory."""
+def to_torch(tree, shared: dict | None = None):
+    """numpy arrays of a (nested) batch dict to torch tensors, sharing memory.
+
+    Arrays listed in `shared` become views of their shared-memory owner tensor, so that
+    sending them to another process passes a handle instead of copying.
+    """
     import torch
 
     out = {}
     for key, value in tree.items():
         if type(value) is dict:
-            out[key] = to_torch(value)
+            out[key] = to_torch(value, shared)
         elif type(value) is np.ndarray:
-            out[key] = torch.from_numpy(value)
+            entry = shared.get(id(value)) if shared else None
+            if entry is not None and entry[0] is value:
+                owner = entry[1]
+                dtype = torch.from_numpy(np.empty(0, dtype=value.dtype)).dtype
+                out[key] = owner[: value.nbytes].view(dtype).view(value.shape)
+            else:
+                out[key] = torch.from_numpy(value)
         else:
             out[key] = torch.as_tensor(value)
     return out
@@ -78,7 +93,7 @@ def to_torch(tree):
 def collate(batch):
     """DataLoader `collate_fn`: tensors from a `SampleBatch` without copying; else default collate."""
     if isinstance(batch, SampleBatch):
-        return to_torch(batch.data)
+        return to_torch(batch.data, batch.shared)
     from torch.utils.data import default_collate
 
     return default_collate(batch)

@@ -21,6 +21,7 @@ from demoset.errors import ConfigError
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.sequence import SequenceDataset
+from demoset.loader.store import new_batch_array, shared_outputs
 
 _SAME = (
     "obs_keys",
@@ -125,8 +126,10 @@ class MetaDataset(torch.utils.data.Dataset):
         return sample_of(self.get_batch([int(index)]), 0)
 
     def __getitems__(self, indices) -> SampleBatch:
-        data = self.get_batch(indices)
-        return SampleBatch(data, len(data["index"]))
+        shared = {} if torch.utils.data.get_worker_info() is not None else None
+        with shared_outputs(shared):
+            data = self.get_batch(indices)
+        return SampleBatch(data, len(data["index"]), shared)
 
     def refresh(self) -> int:
         """refresh() every dataset; returns the number of demos added in all."""
@@ -174,8 +177,8 @@ def _scatter(parts, size: int) -> dict:
     def build(template, getter):
         if isinstance(template, dict):
             return {k: build(v, lambda b, k=k, g=getter: g(b)[k]) for k, v in template.items()}
-        out = np.empty(
-            (size, *template.shape[1:]), dtype=np.result_type(*(getter(b) for _, b in parts))
+        out = new_batch_array(
+            (size, *template.shape[1:]), np.result_type(*(getter(b) for _, b in parts))
         )
         for rows, batch in parts:
             out[rows] = getter(batch)

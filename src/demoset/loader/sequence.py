@@ -30,6 +30,7 @@ from demoset.loader.store import (
     ZeroArray,
     release_free_heap,
     resolve_arrays,
+    shared_outputs,
 )
 from demoset.memory import ensure_fits, format_bytes
 
@@ -224,6 +225,10 @@ class SequenceDataset(torch.utils.data.Dataset):
         for group in groups:
             for key in self.obs_keys:
                 dset = df.dataset(demo, f"{group}/{key}")
+                if dset.dtype.kind not in "biuf":  # strings, compounds: nothing to batch
+                    raise LayoutError(
+                        f"{key!r} is not numeric ({dset.dtype})", self.path, dset.name
+                    )
                 specs[f"{group}/{key}"] = (tuple(dset.shape[1:]), dset.dtype)
         for key in self._sample_keys:
             if df.has(demo, key):
@@ -564,9 +569,15 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     @guarded_method  # h5py errors on a damaged file become one LayoutError
     def __getitems__(self, indices) -> SampleBatch:
-        """Gather a whole batch at once (torch's DataLoader calls this with a batch of indices)."""
-        data = self.get_batch(indices)
-        return SampleBatch(data, len(data["index"]))
+        """Gather a whole batch at once (torch's DataLoader calls this with a batch of indices).
+
+        In a DataLoader worker, big arrays are built in shared memory, so the batch travels
+        to the main process without another copy (with `collate_fn=demoset.loader.collate`).
+        """
+        shared = {} if torch.utils.data.get_worker_info() is not None else None
+        with shared_outputs(shared):
+            data = self.get_batch(indices)
+        return SampleBatch(data, len(data["index"]), shared)
 
     # ------------------------------------------------------------------ follow mode
     @guarded_method  # h5py errors on a damaged file become one LayoutError

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from contextlib import contextmanager
 
@@ -68,6 +69,43 @@ def shared_array(shape: tuple[int, ...], dtype) -> tuple[object, np.ndarray]:
         owner = torch.empty(size, dtype=torch.uint8).share_memory_()
     array = owner.numpy()[:nbytes].view(dtype).reshape(shape)
     return owner, array
+
+
+SHARED_OUTPUT_MIN_BYTES = 1 << 16
+"""Batch arrays at least this big are built in shared memory inside DataLoader workers."""
+
+_outputs = threading.local()
+
+
+@contextmanager
+def shared_outputs(registry: dict | None):
+    """Within this block, big batch arrays are allocated in shared memory and registered.
+
+    A DataLoader worker sends its batch to the main process through shared memory; an
+    array that already lives there goes by handle instead of being copied, and the worker
+    keeps no heap copy of it. `registry` maps id(array) -> (array, owner tensor); None
+    turns this off (the main process).
+    """
+    saved = getattr(_outputs, "registry", None)
+    _outputs.registry = registry
+    try:
+        yield
+    finally:
+        _outputs.registry = saved
+
+
+def new_batch_array(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """np.empty, or a registered shared-memory array inside `shared_outputs`."""
+    registry = getattr(_outputs, "registry", None)
+    dtype = np.dtype(dtype)
+    if (
+        registry is None
+        or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < SHARED_OUTPUT_MIN_BYTES
+    ):
+        return np.empty(shape, dtype=dtype)
+    owner, array = shared_array(tuple(shape), dtype)
+    registry[id(array)] = (array, owner)
+    return array
 
 
 def fill_padding(out: np.ndarray, pad_front: np.ndarray, count: np.ndarray) -> None:
@@ -603,11 +641,17 @@ class RamArray:
         self._owner, self._data = owner, data
 
     def gather_windows(self, win: Windows) -> np.ndarray:
-        out = self._data.take(win.flat.reshape(-1), axis=0)
-        return out.reshape((win.size, win.length, *self.frame_shape))
+        out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
+        # indices are in range: mode="clip" writes straight into `out` (no buffering)
+        self._data.take(
+            win.flat.reshape(-1), axis=0, out=out.reshape((-1, *self.frame_shape)), mode="clip"
+        )
+        return out
 
     def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        return self._data.take(flat, axis=0)
+        out = new_batch_array((len(flat), *self.frame_shape), self.dtype)
+        self._data.take(flat, axis=0, out=out, mode="clip")
+        return out
 
     def demo_arrays(self, reader, demos, lengths, starts):
         for start, length in zip(starts, lengths):
@@ -707,7 +751,7 @@ class FileArray:
                     reader.read_into(self.demos[d], self.key, dst, int(begin[b]))
 
     def gather_windows(self, win: Windows) -> np.ndarray:
-        out = np.empty((win.size, win.length, *self.frame_shape), dtype=self.dtype)
+        out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
         with self.reader.session():
             self._read(out, win.demo, win.begin, win.end, win.pad_front)
         fill_padding(out, win.pad_front, win.end - win.begin)
