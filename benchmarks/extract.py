@@ -1,17 +1,20 @@
 """Observation extraction speed: frames/s with 1 and with 2 worker processes on the same demos.
 
-    .venv/bin/python benchmarks/extract.py [DATASET] [--demos 4] [--cameras agentview robot0_eye_in_hand]
+    .venv/bin/python benchmarks/extract.py [DATASET] [--demos 6] [--cameras agentview robot0_eye_in_hand]
 
 DATASET defaults to the bundled examples/lift_raw.hdf5 (raw robosuite states). Each run
 renders every stored state with the given cameras at 84x84 into a temporary file; the
 outputs of the two runs are compared byte for byte. Timings include starting the worker
-processes and creating their simulators, as a user would see them.
+processes and creating their simulators, as a user would see them. Frames per CPU-second
+(this process plus its workers) are printed too: wall-clock speed-up needs idle cores,
+and on a shared machine the CPU figure shows whether the work itself scales.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -36,6 +39,13 @@ def arrays(path: str) -> dict[str, bytes]:
     return out
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     from demoset.sim.extract import extract_obs
@@ -44,7 +54,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("dataset", nargs="?", default=DEFAULT)
-    parser.add_argument("--demos", type=int, default=4, help="first N demos (default 4)")
+    parser.add_argument("--demos", type=int, default=6, help="first N demos (default 6: all)")
     parser.add_argument("--cameras", nargs="*", default=["agentview", "robot0_eye_in_hand"])
     parser.add_argument("--size", type=int, default=84)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -66,6 +76,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for workers in args.workers:
             out = os.path.join(tmp, f"w{workers}.hdf5")
+            cpu0 = cpu_seconds()
             start = time.perf_counter()
             report = extract_obs(
                 args.dataset,
@@ -77,9 +88,12 @@ def main() -> int:
                 n=args.demos,
             )
             wall = time.perf_counter() - start
+            cpu = cpu_seconds() - cpu0
             results[workers] = (report.frames / wall, out)
             print(
-                f"workers {workers}: {report.frames} frames in {wall:.1f} s = {report.frames / wall:.1f} frames/s"
+                f"workers {workers}: {report.frames} frames in {wall:.1f} s = "
+                f"{report.frames / wall:.1f} frames/s ({cpu:.1f} CPU-s, "
+                f"{report.frames / cpu:.1f} frames per CPU-second)"
             )
         base = args.workers[0]
         for workers in args.workers[1:]:

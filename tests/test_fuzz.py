@@ -820,7 +820,7 @@ def _bytes(tmp_path_factory, count: int, name: str, workers: int) -> None:
     assert info["failures"] == [], "\n".join(info["failures"][:20])
 
 
-SHORT_CASES = 40
+SHORT_CASES = 75
 
 
 @pytest.mark.skipif(given is None, reason="hypothesis is not installed")

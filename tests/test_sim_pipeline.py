@@ -77,7 +77,7 @@ def build_pipeline(d) -> None:
             camera_width=SIZE,
             depth=True,
             done_mode=2,
-            compression="lz4",
+            compression="gzip",  # readable by plain h5py and robomimic (lz4 needs hdf5plugin)
             workers=workers,
             progress=(lambda done, total: calls.append((done, total))) if workers == 1 else None,
         )

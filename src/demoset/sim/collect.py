@@ -183,10 +183,11 @@ def collect_demos(
     Each episode runs until the task has been solved for `success_hold` further steps (as
     robosuite's teleoperation script does), the demonstrator gives up, or `max_steps`.
     Failed episodes are counted and dropped. Stops after `max_attempts` (default
-    2 * n_demos + 10) and raises SimulationError if too few demos succeeded.
+    2 * n_demos + 10), keeping the demos that succeeded; raises SimulationError (and writes
+    nothing) when none did.
     """
     from demoset.sim.robosuite_env import RobosuiteEnv, import_robosuite
-    from demoset.sim.scripted import scripted_policy_for
+    from demoset.sim.scripted import POLICIES, scripted_policy_for
 
     out_path = os.fspath(out_path)
     if n_demos < 1:
@@ -195,6 +196,9 @@ def collect_demos(
         raise WriteError("file exists; pass overwrite=True (--overwrite) to replace it", out_path)
     if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
         raise WriteError("the output directory does not exist", out_path)
+    if env_name not in POLICIES:
+        known = ", ".join(sorted(POLICIES))
+        raise SimulationError(f"no scripted demonstrator for {env_name!r} (available: {known})")
     max_attempts = max_attempts or (2 * n_demos + 10)
     import_robosuite()
     from robosuite.wrappers import DataCollectionWrapper
@@ -206,6 +210,7 @@ def collect_demos(
     kept: list[tuple[np.ndarray, np.ndarray, str]] = []
     report = CollectReport(out_path, env_name, 0, 0, [], 0.0, 0)
     quiet = io.StringIO()  # DataCollectionWrapper prints a line per episode
+    env = None
     try:
         env = RobosuiteEnv(
             env_name,
@@ -257,6 +262,7 @@ def collect_demos(
                 progress(report.kept, n_demos)
         with contextlib.redirect_stdout(quiet):
             env.close()  # flushes the last episode
+        env = None
         env_name_recorded = env_name
         for ep_directory, success, observed in episodes:
             if not success or ep_directory is None:
@@ -280,6 +286,9 @@ def collect_demos(
             )
         write_raw_hdf5(out_path, kept, env_name_recorded, env_info)
     finally:
+        if env is not None:  # interrupted: free the simulator; the episodes are discarded
+            with contextlib.redirect_stdout(quiet):
+                env.close()
         shutil.rmtree(tmp_root, ignore_errors=True)
     report.kept = len(kept)
     report.seconds = time.perf_counter() - start

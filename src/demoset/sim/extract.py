@@ -180,15 +180,18 @@ def extract_demo(env, df, demo: str, options: ExtractOptions) -> DemoResult:
 def _make_env(env_meta: EnvMeta, options: ExtractOptions):
     from demoset.sim.factory import make_env
 
-    speed = {"fast_reset": True} if env_meta.env_type == C.ENV_TYPE_ROBOSUITE else {}
+    robosuite_only = {}
+    if env_meta.env_type == C.ENV_TYPE_ROBOSUITE:
+        robosuite_only = {"fast_reset": True, "reward_shaping": options.shaped}
+    elif options.shaped:
+        raise SimulationError("shaped rewards are a robosuite option")
     return make_env(
         env_meta,
         camera_names=options.camera_names,
         camera_height=options.camera_height,
         camera_width=options.camera_width,
         use_depth=options.depth,
-        reward_shaping=options.shaped,
-        **speed,
+        **robosuite_only,
     )
 
 
