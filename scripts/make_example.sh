@@ -4,8 +4,7 @@
 #   examples/lift_raw.hdf5      6 scripted Lift demos as robosuite's collection tools write them
 #   examples/lift_example.hdf5  the same demos in the robomimic layout with low-dim observations
 #                               and two 84x84 cameras (agentview, robot0_eye_in_hand), gzip images,
-#                               without next_obs (it would double the size; BC does not read it;
-#                               re-extract from lift_raw.hdf5 without --exclude-next-obs to get it)
+#                               with next_obs, so robomimic's loader reads it with its defaults
 #
 # Run from anywhere: bash scripts/make_example.sh  (takes a few minutes on 2 CPU cores)
 set -euo pipefail
@@ -19,5 +18,5 @@ $DS collect --env Lift --robot Panda --demos 6 --seed 0 --out examples/lift_raw.
 $DS convert robosuite examples/lift_raw.hdf5 --out "$TMP/lift_robomimic.hdf5" --val-ratio 0.2 --seed 0
 $DS extract-obs "$TMP/lift_robomimic.hdf5" --out examples/lift_example.hdf5 \
     --camera_names agentview robot0_eye_in_hand --camera_height 84 --camera_width 84 \
-    --done_mode 2 --compression gzip --exclude-next-obs --workers 2 --overwrite
+    --done_mode 2 --compression gzip --workers 2 --overwrite
 ls -l examples/lift_raw.hdf5 examples/lift_example.hdf5

@@ -132,9 +132,10 @@ def build_seeds(root: str) -> dict[str, str]:
     from conftest import write_dataset
 
     seeds = os.path.join(root, "seeds")
-    os.makedirs(seeds, exist_ok=True)
     forbidden = os.path.join(root, "forbidden")
-    os.makedirs(forbidden, exist_ok=True)
+    for folder in (seeds, forbidden, os.path.join(root, "minari_home")):
+        shutil.rmtree(folder, ignore_errors=True)  # a restarted worker builds them anew
+        os.makedirs(folder)
     with h5py.File(os.path.join(forbidden, "secret.h5"), "w") as f:
         f["x"] = np.arange(700, dtype=np.float64).reshape(100, 7)
         f.create_group("g")["y"] = np.ones((5, 3))
@@ -665,7 +666,7 @@ class Worker:
         self.proc.stdin.flush()
         line = self._readline(CASE_SECONDS)
         if line:
-            return json.loads(line[2:])
+            return {**json.loads(line[2:]), "ops": case["ops"]}
         if line is None:
             self._kill()
             verdict = f"FAIL: the case took more than {CASE_SECONDS} s (hang)"
@@ -673,7 +674,12 @@ class Worker:
             code = self.proc.wait()
             self.proc = None
             verdict = f"FAIL: the interpreter died (exit {code}; negative = signal)"
-        return {"id": case["id"], "format": case["format"], "outcomes": {"worker": verdict}}
+        return {
+            "id": case["id"],
+            "format": case["format"],
+            "ops": case["ops"],
+            "outcomes": {"worker": verdict},
+        }
 
     def close(self) -> None:
         if self.proc is not None:
@@ -742,7 +748,9 @@ def summary(results: list[dict]) -> dict:
         "calls": sum(v for (t, _), v in calls.items() if t in sum(TARGETS.values(), [])),
         "by_target": {f"{t} {k}": v for (t, k), v in sorted(calls.items())},
         "failures": [
-            f"case {r['id']} ({r['format']}): {f}" for r in results for f in failures_of(r)
+            f"case {r['id']} ({r['format']}, ops {r.get('ops')}): {f}"
+            for r in results
+            for f in failures_of(r)
         ],
     }
 

@@ -85,3 +85,38 @@ def test_eval_rolls_out_checkpoint_with_video(make_dataset, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(bogus), "--episodes", "1"]) == 2
     err = capsys.readouterr().err
     assert "bogus.pth" in err and len(err.strip().splitlines()) == 1
+
+
+def test_image_policy_acts_on_rendered_camera_frames(make_dataset, tmp_path):
+    """A camera policy gets the environment's own rendered frames at its trained size."""
+    from demoset.train.checkpoint import algo_from_checkpoint, load_checkpoint
+    from demoset.train.rollout import run_rollouts
+
+    data = make_dataset(
+        n_demos=2, low_dim={"robot0_eef_pos": 3}, cameras=("agentview",), image_size=24
+    )
+    cfg = template("bc")
+    cfg["observation"]["modalities"]["obs"]["low_dim"] = ["robot0_eef_pos"]
+    cfg["observation"]["modalities"]["obs"]["rgb"] = ["agentview_image"]
+    cfg["observation"]["encoder"]["rgb"]["obs_randomizer_class"] = "CropRandomizer"
+    cfg["observation"]["encoder"]["rgb"]["obs_randomizer_kwargs"].update(
+        crop_height=20, crop_width=20
+    )
+    cfg["experiment"]["epoch_every_n_steps"] = 1
+    cfg["train"].update(batch_size=4, num_epochs=1, hdf5_cache_mode="low_dim")
+    cfg["algo"]["actor_layer_dims"] = [16]
+    result = Trainer(cfg, dataset=data, output_dir=str(tmp_path), name="img").run()
+    algo = algo_from_checkpoint(load_checkpoint(result.last_checkpoint))
+    seen = []
+    get_action = algo.get_action
+
+    def spy(obs, goal=None):
+        seen.append(obs["agentview_image"])
+        return get_action(obs, goal)
+
+    algo.get_action = spy
+    res = run_rollouts(
+        algo, load_checkpoint(result.last_checkpoint)["env_meta"], 1, horizon=3, seed=1
+    )
+    assert res.episodes[0].length == 3 and len(seen) == 3
+    assert seen[0].shape == (24, 24, 3) and seen[0].dtype.name == "uint8" and seen[0].std() > 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from demoset.format import constants as C
 from demoset.format.demofile import open_dataset
 from demoset.format.h5io import is_enospc, same_file
 from demoset.format.journal import GuardedFile
+from demoset.fsutil import temp_path_beside
 
 Progress = Callable[[int, int], None]
 
@@ -41,14 +41,11 @@ class _AtomicOutput:
         if not os.path.isdir(directory):
             raise WriteError(f"directory {directory} does not exist", self.out)
         try:
-            fd, self.tmp = tempfile.mkstemp(
-                prefix=f".{os.path.basename(self.out)}.", suffix=".partial", dir=directory
-            )
+            self.tmp = temp_path_beside(self.out)
         except OSError as exc:
             raise WriteError(
                 f"cannot create the output ({exc.strerror or exc})", self.out
             ) from None
-        os.close(fd)
         self.h5: h5py.File | None = None
         self.guard: GuardedFile | None = None
 

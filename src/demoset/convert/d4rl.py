@@ -245,6 +245,12 @@ def convert_d4rl(
                 raise ConversionError(f"has {got}, observations has {n}", src, dset.name)
             if dset.dtype.kind not in "biuf":
                 raise ConversionError(f"dtype {dset.dtype} is not numeric", src, dset.name)
+        for key in ("rewards", "terminals", "timeouts"):
+            dset = arrays.get(key)
+            if dset is not None and int(np.prod(dset.shape[1:], dtype=np.int64)) != 1:
+                raise ConversionError(
+                    f"shape {dset.shape}: one value per step expected", src, dset.name
+                )
         if n == 0:
             raise ConversionError("the file holds no transitions", src, "/observations")
         if has_next and arrays["next_observations"].shape[1:] != obs.shape[1:]:

@@ -17,7 +17,6 @@ Two ways to write:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from demoset.errors import ConversionError, DemosetError, WriteError
 from demoset.format import open_dataset, validate
 from demoset.format.constants import ENV_TYPE_IG_MOMART
 from demoset.format.h5io import same_file, untrusted_input
+from demoset.fsutil import temp_path_beside
 from demoset.masks import split_demos, split_train_valid
 
 COPY_CHUNK = 64 << 20
@@ -129,11 +129,9 @@ def convert_momart(
         directory = os.path.dirname(os.path.abspath(target))
         if not os.path.isdir(directory):
             raise WriteError(f"directory {directory} does not exist", target)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".partial", dir=directory
-        )
+        tmp = temp_path_beside(target)
         try:
-            with os.fdopen(fd, "wb") as fout:
+            with open(tmp, "wb") as fout:
                 _copy_with_progress(src, fout, progress)
             if added:
                 split_train_valid(tmp, ratio=val_ratio, seed=seed)

@@ -30,7 +30,6 @@ import contextlib
 import errno
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +42,7 @@ from demoset.format.env_meta import EnvMeta, env_meta_from_dict
 from demoset.format.h5io import is_enospc
 from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
+from demoset.fsutil import temp_path_beside
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
 
@@ -145,12 +145,9 @@ class DatasetWriter:
         self._write_path = self.path
         if atomic:
             try:
-                fd, tmp = tempfile.mkstemp(
-                    prefix=f".{os.path.basename(self.path)}.", suffix=".partial", dir=directory
-                )
+                tmp = temp_path_beside(self.path)
             except OSError as exc:
                 raise self._write_error(exc) from None
-            os.close(fd)
             self._write_path = tmp
         elif mode == "w" and not os.access(directory, os.W_OK):
             raise WriteError(f"directory {directory} is not writable", self.path)
@@ -217,14 +214,10 @@ class DatasetWriter:
         A crash while creating therefore never leaves a half-made file under the name, and
         replacing an existing file is refused while another demoset writer appends to it.
         """
-        directory = os.path.dirname(os.path.abspath(self.path))
         try:
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{os.path.basename(self.path)}.", suffix=".new", dir=directory
-            )
+            tmp = temp_path_beside(self.path, suffix=".new")
         except OSError as exc:
             raise self._write_error(exc) from None
-        os.close(fd)
         try:
             h5, guard = self._create_file(tmp, data_attrs)
             h5.close()

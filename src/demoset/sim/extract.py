@@ -206,7 +206,12 @@ def _init_worker(path: str, options: dict) -> None:
 
 
 def _init_pool_worker(path: str, options: dict) -> None:
-    """Pool initializer: a failure is kept and reported with the first demo, not a dead pool."""
+    """Pool initializer: a failure is kept and reported with the first demo, not a dead pool.
+
+    Each worker renders with one llvmpipe thread (unless LP_NUM_THREADS is set): N workers
+    then use N cores instead of N x cores threads competing, which measured faster.
+    """
+    os.environ.setdefault("LP_NUM_THREADS", "1")
     try:
         _init_worker(path, options)
     except DemosetError as exc:
