@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled example, end to end: inspect, validate, split, extract
-# observations from the raw robosuite states, play back to a video, load with the
-# SequenceDataset. Every output goes under demo_out/; the example files are not modified.
+# observations from the raw robosuite states, play back to a video, an HTML report, load
+# with the SequenceDataset. Every output goes under demo_out/; the example files are not modified.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL=${MUJOCO_GL:-osmesa}
@@ -39,7 +39,12 @@ $DS playback "$OUT/lift_extracted.hdf5" --use-actions --video_path "$OUT/replay_
     --render_image_names agentview --video_skip 2
 
 echo
-echo "== 6. load with demoset's SequenceDataset (seq_length 10, train filter key)"
+echo "== 6. look at it: plots and a self-contained HTML report"
+$DS plot "$OUT/example.hdf5" --out "$OUT/plots"
+$DS report "$OUT/example.hdf5" --out "$OUT/report.html"
+
+echo
+echo "== 7. load with demoset's SequenceDataset (seq_length 10, train filter key)"
 $PY - "$OUT/example.hdf5" <<'EOF'
 import sys
 
@@ -52,7 +57,6 @@ ds = SequenceDataset(
     dataset_keys=["actions", "rewards", "dones"],
     seq_length=10,
     filter_key="train",
-    load_next_obs=False,
 )
 sample = ds[0]
 print(f"{len(ds)} training windows from {len(ds.demos)} demos")
@@ -66,3 +70,5 @@ echo "  $OUT/lift_converted.hdf5    $RAW in the robomimic layout (states, action
 echo "  $OUT/lift_extracted.hdf5    2 demos with low-dim obs and 84x84 agentview + eye-in-hand images"
 echo "  $OUT/example_obs.mp4        every step of the example's stored camera images, side by side"
 echo "  $OUT/replay_actions.mp4     the extracted demos replayed open-loop from their actions"
+echo "  $OUT/plots/                 PNG plots: lengths, action histograms, trajectories"
+echo "  $OUT/report.html            one-file HTML report (open it in a browser)"
