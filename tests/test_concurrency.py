@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -124,6 +125,8 @@ def one_pass():
 
 
 sequence = None
+from demoset.loader import SequenceDataset  # noqa: F401 - import before saying ready
+open(f"{done_flag}.{role}.ready", "w").close()
 while True:
     finished = os.path.exists(done_flag)
     try:
@@ -169,6 +172,11 @@ def test_readers_never_see_a_partial_demo(tmp_path):
         )
         for role in roles
     ]
+    deadline = time.monotonic() + 180
+    while not all(os.path.exists(f"{done}.{role}.ready") for role in roles):
+        assert time.monotonic() < deadline, "readers did not start"
+        assert all(proc.poll() is None for proc in readers), "a reader died while starting"
+        time.sleep(0.05)
     writer = subprocess.run(
         [sys.executable, "-c", _script(WRITER), path, str(N_DEMOS), log],
         capture_output=True,

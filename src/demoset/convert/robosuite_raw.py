@@ -142,7 +142,8 @@ def _check_raw(df) -> list[str]:
                 df.path,
                 f"/data/{demo}",
             )
-        if not df.demo_attrs(demo).get(C.ATTR_MODEL_FILE):
+        model_file = df.demo_attrs(demo).get(C.ATTR_MODEL_FILE)
+        if not isinstance(model_file, str) or not model_file:
             raise ConversionError(
                 "demo has no model_file attribute", df.path, f"/data/{demo}.attrs[model_file]"
             )
