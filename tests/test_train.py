@@ -165,6 +165,27 @@ def test_robomimic_bc_template_loads():
     assert cfg.algo_label == "bc" and cfg["train"]["batch_size"] == 100
 
 
+def test_robomimic_paper_bc_rnn_configs_load():
+    """The BC-RNN configs robomimic's paper scripts generate (low-dim and image) are accepted."""
+    from conftest import stub_torchvision
+
+    stub_torchvision()  # robomimic's scripts import torchvision, which does not import here
+    import robomimic.scripts.generate_paper_configs as gpc
+    from robomimic.config import config_factory
+
+    for hdf5_type, modify in (
+        ("low_dim", gpc.modify_config_for_default_low_dim_exp),
+        ("image", gpc.modify_config_for_default_image_exp),
+    ):
+        rm = modify(config_factory("bc"))
+        rm = gpc.modify_config_for_dataset(rm, "lift", "ph", hdf5_type, base_dataset_dir="/data")
+        rm = gpc.modify_bc_rnn_config_for_dataset(rm, "lift", "ph", hdf5_type)
+        cfg = make_config(json.loads(rm.dump()))
+        assert cfg.algo_label == "bc_rnn_gmm" and cfg["train"]["seq_length"] == 10
+        if hdf5_type == "image":
+            assert cfg.obs_modalities()["agentview_image"] == "rgb"
+
+
 def test_config_command_writes_templates(tmp_path, capsys):
     out = tmp_path / "bc_rnn.json"
     assert main(["config", "--algo", "bc_rnn", "--out", str(out)]) == 0

@@ -37,6 +37,7 @@ def _rgb_encoder() -> dict[str, Any]:
         "core_class": "VisualCore",
         "core_kwargs": {
             "feature_dimension": 64,
+            "flatten": True,
             "backbone_class": "ResNet18Conv",
             "backbone_kwargs": {"pretrained": False, "input_coord_conv": False},
             "pool_class": "SpatialSoftmax",
@@ -468,6 +469,7 @@ def _check_values(cfg: dict, source: str | None) -> None:
             enc["core_class"] == "VisualCore", f"{dotted}.core_class", "must be VisualCore", source
         )
         core = enc["core_kwargs"]
+        _require(core["flatten"] is True, f"{dotted}.core_kwargs.flatten", "must be true", source)
         _require(
             core["backbone_class"] == "ResNet18Conv",
             f"{dotted}.core_kwargs.backbone_class",
