@@ -27,7 +27,9 @@ def build(path: str, gigabytes: float) -> int:
     n_demos = max(1, int(gigabytes * 1e9 // per_demo))
     image = np.zeros((steps, 84, 84, 3), np.uint8)
     low = np.zeros((steps, 10), np.float32)
-    with DatasetWriter(path, env_meta={"env_name": "Lift", "type": 1, "env_kwargs": {}}, overwrite=True) as w:
+    with DatasetWriter(
+        path, env_meta={"env_name": "Lift", "type": 1, "env_kwargs": {}}, overwrite=True
+    ) as w:
         for _ in range(n_demos):
             obs = {"agentview_image": image, "robot0_eye_in_hand_image": image, "object": low}
             w.add_demo(np.zeros((steps, 7)), obs=obs, next_obs=obs)
@@ -42,11 +44,16 @@ def main() -> None:
     path = os.path.join(args.dir, "demoset_mask_bench.hdf5")
     t0 = time.perf_counter()
     n = build(path, args.gb)
-    print(f"built {os.path.getsize(path) / 1e9:.1f} GB, {n} demos in {time.perf_counter() - t0:.0f} s")
+    print(
+        f"built {os.path.getsize(path) / 1e9:.1f} GB, {n} demos in {time.perf_counter() - t0:.0f} s"
+    )
     ops = [
         ("split --ratio 0.1", lambda: masks.split_train_valid(path, 0.1)),
         ("filter-size 50 --random", lambda: masks.filter_by_size(path, min(50, n), mode="random")),
-        ("mask create", lambda: masks.create_filter_key(path, "picked", ["demo_0", "demo_1"], overwrite=True)),
+        (
+            "mask create",
+            lambda: masks.create_filter_key(path, "picked", ["demo_0", "demo_1"], overwrite=True),
+        ),
         ("mask rename", lambda: masks.rename_filter_key(path, "picked", "chosen")),
         ("mask delete", lambda: masks.delete_filter_key(path, "chosen")),
     ]

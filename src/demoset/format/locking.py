@@ -16,15 +16,20 @@ import tempfile
 from demoset.errors import WriteError
 
 
+def lock_file_for(path: str, kind: str) -> str:
+    """A lock file in the temp directory named by the data file's device and inode."""
+    st = os.stat(path)
+    lock_dir = os.path.join(tempfile.gettempdir(), "demoset-locks")
+    os.makedirs(lock_dir, exist_ok=True)
+    return os.path.join(lock_dir, f"{st.st_dev}-{st.st_ino}.{kind}")
+
+
 class WriterLock:
     """An exclusive, non-blocking lock on a data file for the lifetime of one writer."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        st = os.stat(self.path)
-        lock_dir = os.path.join(tempfile.gettempdir(), "demoset-locks")
-        os.makedirs(lock_dir, exist_ok=True)
-        self.lock_path = os.path.join(lock_dir, f"{st.st_dev}-{st.st_ino}.lock")
+        self.lock_path = lock_file_for(self.path, "lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -64,10 +69,7 @@ class CommitLock:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        st = os.stat(self.path)
-        lock_dir = os.path.join(tempfile.gettempdir(), "demoset-locks")
-        os.makedirs(lock_dir, exist_ok=True)
-        self.lock_path = os.path.join(lock_dir, f"{st.st_dev}-{st.st_ino}.commit")
+        self.lock_path = lock_file_for(self.path, "commit")
         self._fd: int | None = None
 
     def _lock(self, kind: int) -> CommitLock:
