@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import select
 import shutil
 import subprocess
@@ -711,11 +712,11 @@ def hang_verdict(log_path: str) -> str:
     except OSError:
         text = ""
     dump = text.rsplit("Timeout (", 1)[-1] if "Timeout (" in text else ""
-    frames = [ln.strip() for ln in dump.splitlines() if ln.strip().startswith("File ")]
-    main_thread = dump.split("Current thread", 1)[-1] if "Current thread" in dump else dump
-    first = next(
-        (ln.strip() for ln in main_thread.splitlines() if ln.strip().startswith("File ")), ""
-    )
+    # one block per thread, innermost frame first; the worker's main thread runs run_case
+    blocks = re.split(r"\n(?=(?:Current thread|Thread) 0x)", dump)
+    main = next((b for b in blocks if "in run_case" in b), "")
+    frames = [ln.strip() for ln in main.splitlines() if ln.strip().startswith("File ")]
+    first = frames[0] if frames else ""
     if frames and "/h5py/" in first:
         return f"KNOWN: HDF5 never returned from a call (inside {first})"
     return f"FAIL: the case took more than {CASE_SECONDS} s (hang) {first}"

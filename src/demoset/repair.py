@@ -295,7 +295,10 @@ def _copy_masks(
             if not isinstance(dset, h5py.Dataset):
                 raise LayoutError("not an array", path, h5path)
             values = np.atleast_1d(read_array(dset, path)).reshape(-1).tolist()
-            demos = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+            demos = [
+                v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+                for v in values
+            ]
         except (*_READ_ERRORS, UnicodeDecodeError) as exc:
             report.dropped.append((h5path, f"unreadable: {_first_line(exc)}"))
             continue

@@ -146,7 +146,8 @@ def _env_name_from_file(h5: h5py.File, metadata: dict) -> str | None:
         for key in ENV_NAME_KEYS:
             if key in attrs:
                 value = attrs[key]
-                value = value.decode() if isinstance(value, bytes) else value
+                if isinstance(value, bytes):
+                    value = value.decode("utf-8", errors="replace")
                 if isinstance(value, str) and value:
                     return value
     return None
