@@ -957,7 +957,7 @@ def test_checkpoints_are_loaded_without_running_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     evil = tmp_path / "model.pth"
     with open(evil, "wb") as f:
-        pickle.dump({"format": "demoset", "weights": _Payload()}, f)
+        pickle.dump({"format": "demoset", "weights": _Payload()}, f, protocol=2)
     with pytest.raises(DemosetError, match="not a readable checkpoint"):
         load_checkpoint(evil)
     assert not os.path.exists(tmp_path / "PWNED")

@@ -1,8 +1,8 @@
 """A writer lock, so that two demoset writers never append to one file at once.
 
 HDF5's own lock is held only while a file is open. A demoset writer in follow (SWMR) mode
-closes the file between demos so readers can open it, so it also holds this lock for its
-whole life. The lock file lives in the temp directory, named by the data file's device
+lets readers open the file between its commits, so it also holds this lock for its whole
+life. The lock file lives in the temp directory, named by the data file's device
 and inode, so nothing is left beside the user's data; the kernel drops it if the process
 dies.
 """
