@@ -53,6 +53,13 @@ class Windows:
         self._cache: dict = {}
 
     @property
+    def flat_frames(self) -> np.ndarray:
+        """`flat` as one row of frame indices (B * T,), the order a batch array is filled in."""
+        if "flat_frames" not in self._cache:
+            self._cache["flat_frames"] = self.flat.reshape(-1)
+        return self._cache["flat_frames"]
+
+    @property
     def size(self) -> int:
         return int(self.flat.shape[0])
 
@@ -85,6 +92,24 @@ class Windows:
     @property
     def pad_front(self) -> np.ndarray:
         return self._local()[2]
+
+    @property
+    def padding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, src): window positions outside the demo and the position each repeats.
+
+        A window read as its real steps [begin, end) placed from position pad_front on has
+        its padded positions filled by `out[rows, cols] = out[rows, src]`.
+        """
+        if "padding" not in self._cache:
+            rows, cols = np.nonzero(~self.valid)
+            if rows.size:
+                begin, end, pad_front = self._local()
+                last = pad_front + (end - begin) - 1
+                src = np.clip(cols, pad_front[rows], last[rows])
+            else:
+                src = cols
+            self._cache["padding"] = (rows, cols, src)
+        return self._cache["padding"]
 
     @property
     def goal_step(self) -> np.ndarray:

@@ -28,6 +28,7 @@ from demoset.loader.store import (
     FileArray,
     RamArray,
     ZeroArray,
+    new_batch_array,
     release_free_heap,
     resolve_arrays,
     shared_outputs,
@@ -47,7 +48,7 @@ def is_image_like(frame_shape: tuple[int, ...]) -> bool:
 def to_chw_float(x: np.ndarray) -> np.ndarray:
     """(..., H, W, C) -> float32 (..., C, H, W); uint8 scaled to [0, 1] as robomimic's process_frame."""
     moved = np.moveaxis(x, -1, -3)
-    out = np.empty(moved.shape, dtype=np.float32)
+    out = new_batch_array(moved.shape, np.float32)
     if x.dtype == np.uint8:
         np.divide(moved, np.float32(255.0), out=out)
     else:

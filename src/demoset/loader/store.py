@@ -26,6 +26,7 @@ mid-read, and closes it again at the end.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import threading
 import time
@@ -38,6 +39,7 @@ from demoset.errors import FileLockedError, LayoutError, UnsafeFileError
 from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import check_dataset_safe, check_dataset_size
+from demoset.loader.buffers import batch_buffers
 from demoset.loader.index import Windows
 
 LOCK_TIMEOUT = 30.0
@@ -95,27 +97,23 @@ def shared_outputs(registry: dict | None):
 
 
 def new_batch_array(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """np.empty, or a registered shared-memory array inside `shared_outputs`."""
+    """A reused block (see `buffers`), or a registered shared-memory array inside `shared_outputs`."""
     registry = getattr(_outputs, "registry", None)
     dtype = np.dtype(dtype)
-    if (
-        registry is None
-        or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < SHARED_OUTPUT_MIN_BYTES
-    ):
+    if registry is None:
+        return batch_buffers.empty(tuple(shape), dtype)
+    if math.prod(shape) * dtype.itemsize < SHARED_OUTPUT_MIN_BYTES:
         return np.empty(shape, dtype=dtype)
     owner, array = shared_array(tuple(shape), dtype)
     registry[id(array)] = (array, owner)
     return array
 
 
-def fill_padding(out: np.ndarray, pad_front: np.ndarray, count: np.ndarray) -> None:
-    """Repeat edge frames in place: out[b, t] = out[b, clip(t, pad_front, pad_front+count-1)]."""
-    length = out.shape[1]
-    t = np.arange(length, dtype=np.int64)[None, :]
-    src = np.clip(t, pad_front[:, None], (pad_front + count - 1)[:, None])
-    rows, cols = np.nonzero(src != t)
+def fill_padding(out: np.ndarray, win: Windows) -> None:
+    """Repeat edge frames in place where a window runs past its demo (see `Windows.padding`)."""
+    rows, cols, src = win.padding
     if rows.size:
-        out[rows, cols] = out[rows, src[rows, cols]]
+        out[rows, cols] = out[rows, src]
 
 
 def _wait(what, deadline: float, path: str, message: str) -> None:
@@ -644,7 +642,7 @@ class RamArray:
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
         # indices are in range: mode="clip" writes straight into `out` (no buffering)
         self._data.take(
-            win.flat.reshape(-1), axis=0, out=out.reshape((-1, *self.frame_shape)), mode="clip"
+            win.flat_frames, axis=0, out=out.reshape((-1, *self.frame_shape)), mode="clip"
         )
         return out
 
@@ -754,7 +752,7 @@ class FileArray:
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
         with self.reader.session():
             self._read(out, win.demo, win.begin, win.end, win.pad_front)
-        fill_padding(out, win.pad_front, win.end - win.begin)
+        fill_padding(out, win)
         return out
 
     def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
