@@ -23,6 +23,7 @@ from demoset.format.h5io import guarded_method
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.index import WindowIndex, Windows
+from demoset.loader.pack import RamPack, packable
 from demoset.loader.store import (
     DemoReader,
     FileArray,
@@ -261,6 +262,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     def _plan_arrays(self) -> None:
         """Decide where each array lives (`_arrays`: key -> RamArray / FileArray / ZeroArray)."""
         arrays: dict = {}
+        groups: dict[np.dtype, dict] = {}  # vector keys to pack, by the dtype they are served in
         for key, spec in self._specs.items():
             if spec is None:
                 arrays[key] = ZeroArray()
@@ -269,9 +271,24 @@ class SequenceDataset(torch.utils.data.Dataset):
             if self._cached(key):
                 # dataset keys are served as float32 (robomimic's cache does the same)
                 dtype = np.dtype(np.float32) if key in self._sample_keys else stored
-                arrays[key] = RamArray(key, shape, dtype, stored)
+                if packable(shape):
+                    groups.setdefault(dtype, {})[key] = (shape, stored)
+                else:
+                    arrays[key] = RamArray(key, shape, dtype, stored)
             else:
                 arrays[key] = FileArray(key, shape, stored, self._reader)
+        self._packs: list[RamPack] = []
+        for dtype, members in groups.items():
+            if len(members) < 2:
+                for key, (shape, stored) in members.items():
+                    arrays[key] = RamArray(key, shape, dtype, stored)
+                continue
+            pack = RamPack(members, dtype)
+            self._packs.append(pack)
+            for key in members:
+                arrays[key] = pack.column(key)
+        for i, pack in enumerate(self._packs):
+            arrays[f"\0pack{i}"] = pack  # loaded, grown and counted like any array
         self._arrays = arrays
 
     def _bytes_per_frame(self, which: str) -> int:
@@ -538,7 +555,12 @@ class SequenceDataset(torch.utils.data.Dataset):
         keys = self._sample_keys + tuple(f"{g}/{k}" for g in groups for k in self.obs_keys)
         out: dict = {}
         with self._reader.session():
-            raw = {key: self._arrays[key].gather_windows(win) for key in keys}
+            raw = {}
+            for pack in self._packs:
+                raw.update(pack.gather_columns(win, [k for k in pack.members if k in keys]))
+            for key in keys:
+                if key not in raw:
+                    raw[key] = self._arrays[key].gather_windows(win)
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
