@@ -49,7 +49,8 @@ class Windows:
         self._first = index.sample_first[ids]
         self._steps = self._first[:, None] + index.offsets_in_window
         hi = index.last_frames[self.demo]
-        self.flat = np.minimum(np.maximum(self._steps, self._lo[:, None]), hi[:, None])
+        flat = np.maximum(self._steps, self._lo[:, None])
+        self.flat = np.minimum(flat, hi[:, None], out=flat)
         self._cache: dict = {}
 
     @property

@@ -97,10 +97,12 @@ class RamPack(RamArray):
         rows = win.flat_frames
         block = new_batch_array((len(rows), self.frame_shape[0]), self.dtype)
         self._data.take(rows, axis=0, out=block, mode="clip")
+        lead = win.flat.shape  # (B, T)
+        columns, members = self.columns, self.members
         out = {}
         for key in keys:
-            a, b = self.columns[key]
-            out[key] = block[:, a:b].reshape(win.size, win.length, *self.members[key][0])
+            a, b = columns[key]
+            out[key] = block[:, a:b].reshape(*lead, *members[key][0])
         return out
 
 
