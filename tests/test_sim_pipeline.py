@@ -68,7 +68,9 @@ def build_pipeline(d) -> None:
     convert_robosuite_raw(raw, d / "lift.hdf5", val_ratio=0.5, action_dict=True)
     calls: list[tuple[int, int]] = []
     ext = {}
-    for workers in (1, 2):
+    # workers 1 and 2 keep the rendering context between demos; 0 stands for one worker
+    # building a fresh simulator and context for every demo (reuse_renderer=False)
+    for workers in (1, 2, 0):
         report = extract_obs(
             d / "lift.hdf5",
             d / f"image_w{workers}.hdf5",
@@ -78,8 +80,9 @@ def build_pipeline(d) -> None:
             depth=True,
             done_mode=2,
             compression="gzip",  # readable by plain h5py and robomimic (lz4 needs hdf5plugin)
-            workers=workers,
+            workers=max(workers, 1),
             progress=(lambda done, total: calls.append((done, total))) if workers == 1 else None,
+            reuse_renderer=workers != 0,
         )
         ext[workers] = dict(
             output=report.output,
@@ -243,6 +246,55 @@ def test_absolute_actions_drive_an_absolute_controller_along_the_demo(pipeline):
 
 
 # ---------------------------------------------------------------------------- extract
+def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        assert a[key].tobytes() == b[key].tobytes(), key
+
+
+def test_extraction_with_a_kept_renderer_equals_a_fresh_simulator_per_demo(pipeline):
+    kept, fresh = pipeline["ext"][1], pipeline["ext"][0]
+    assert_same_arrays(all_arrays(kept.output), all_arrays(fresh.output))
+    with h5py.File(kept.output, "r") as f, h5py.File(fresh.output, "r") as g:
+        assert f["data"].attrs["env_args"] == g["data"].attrs["env_args"]
+
+
+def test_renderer_is_kept_across_demo_models_and_draws_the_same_frames(pipeline):
+    """Demo 2's model (another cube size) reuses demo 1's rendering context, pixel-exact."""
+    from demoset.sim.factory import make_env
+
+    with open_dataset(pipeline["conv"]) as df:
+        meta = df.env_meta
+        models = [df.demo_attrs(demo)["model_file"] for demo in df.demos]
+        states = [df.read(demo, "states") for demo in df.demos]
+    assert models[0] != models[1]
+    seen = {}
+    for reuse in (True, False):
+        env = make_env(
+            meta,
+            camera_names=CAMERAS,
+            camera_height=SIZE,
+            camera_width=SIZE,
+            use_depth=True,
+            fast_reset=True,
+            reuse_renderer=reuse,
+        )
+        try:
+            env.reset_to({"model": models[0], "states": states[0][0]})
+            context = env.env.sim._render_context_offscreen
+            first = env.reset_to({"model": models[1], "states": states[1][0]})
+            kept = env.env.sim._render_context_offscreen is context
+            last = env.reset_to({"states": states[1][-1]})
+        finally:
+            env.close()
+        seen[reuse] = (kept, first, last)
+    assert seen[True][0] and not seen[False][0]
+    for i in (1, 2):
+        assert_same_arrays(seen[True][i], seen[False][i])
+    assert seen[True][1]["agentview_image"].max() > 0
+
+
 def test_extraction_is_identical_for_one_and_two_workers(pipeline):
     one, two = pipeline["ext"][1], pipeline["ext"][2]
     assert one.workers == 1 and two.workers == 2

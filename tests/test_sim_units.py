@@ -225,3 +225,30 @@ def test_extract_obs_from_gym_states(tmp_path):
             assert df.read(demo, "dones").tolist() == [0] * 7 + [1]
     with pytest.raises(SimulationError, match="robosuite option"):
         extract_obs(source, tmp_path / "shaped.hdf5", shaped=True)
+
+
+def test_render_resources_compare_meshes_textures_and_visual_settings():
+    """A rendering context is kept only for models that draw alike (see _load_model_xml)."""
+    import mujoco
+
+    from demoset.sim.robosuite_env import same_render_resources
+
+    def model(box: str = "0.1 0.1 0.1", vert: str = "0 0 0  1 0 0  0 1 0  0 0 1", extra=""):
+        return mujoco.MjModel.from_xml_string(
+            f"""<mujoco><asset><mesh name="m" vertex="{vert}"/>
+            <texture name="t" type="2d" builtin="checker" width="8" height="8"/>
+            <material name="mat" texture="t"/></asset>{extra}
+            <worldbody><geom type="mesh" mesh="m" material="mat"/>
+            <body><freejoint/><geom type="box" size="{box}"/></body></worldbody></mujoco>"""
+        )
+
+    base = model()
+    assert same_render_resources(base, model())
+    assert same_render_resources(base, model(box="0.1 0.12 0.1"))  # physics only
+    assert not same_render_resources(base, model(vert="0 0 0  2 0 0  0 1 0  0 0 1"))
+    assert not same_render_resources(
+        base, model(extra='<visual><quality offsamples="0"/></visual>')
+    )
+    changed = model()
+    changed.tex_data[0] ^= 0xFF
+    assert not same_render_resources(base, changed)

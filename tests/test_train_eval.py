@@ -77,7 +77,7 @@ def test_eval_rolls_out_checkpoint_with_video(make_dataset, tmp_path, capsys):
     if None not in lengths:  # a random policy does not lift the cube in 6 steps
         assert len(frames) == 2 * 3  # steps 0, 2, 4 of each episode
     assert frames[0].shape == (48, 48, 3)
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temporary files
 
     # a checkpoint that is not one is a one-line error with exit code 2
     bogus = tmp_path / "bogus.pth"

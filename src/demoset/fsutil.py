@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 
 
 def _current_umask() -> int:
@@ -34,3 +36,24 @@ def temp_path_beside(target: str | os.PathLike, suffix: str = ".partial") -> str
     finally:
         os.close(fd)
     return tmp
+
+
+@contextlib.contextmanager
+def atomic_output(target: str | os.PathLike, suffix: str = ".partial") -> Iterator[str]:
+    """Write a file whole or not at all: yield a temporary path beside `target` to write to.
+
+    When the block ends normally the temporary file is renamed to `target` (replacing any
+    file there); when it raises, including KeyboardInterrupt, the temporary file is removed
+    and `target` is untouched. `suffix` ends the temporary name (keep the extension when a
+    writer picks its format from it, e.g. ".partial.mp4"). Raises OSError when the
+    directory is missing or not writable; callers turn it into their WriteError.
+    """
+    target = os.fspath(target)
+    tmp = temp_path_beside(target, suffix=suffix)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

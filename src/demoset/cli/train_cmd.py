@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 from demoset.cli.common import print_json, progress_bar, progress_callback
 
@@ -203,6 +202,7 @@ def _epoch_line(record: dict) -> str:
 
 def run_config(args: argparse.Namespace) -> int:
     from demoset.errors import ConfigError, WriteError
+    from demoset.fsutil import atomic_output
     from demoset.train.config import template
 
     text = json.dumps(template(args.algo, args.modality), indent=4) + "\n"
@@ -212,12 +212,9 @@ def run_config(args: argparse.Namespace) -> int:
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not args.force:
         raise ConfigError("file exists; pass --force to replace it", path=out)
-    folder = os.path.dirname(out)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_output(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, out)
     except OSError as exc:
         raise WriteError(f"cannot write config ({exc.strerror})", path=out) from None
     print(f"wrote {out}")

@@ -42,6 +42,10 @@ class Env(abc.ABC):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict]:
         """Apply one action; returns (observation, reward, done, info)."""
 
+    def advance(self, action: np.ndarray) -> None:
+        """Apply one action when its observation is not wanted (may skip camera rendering)."""
+        self.step(action)
+
     @abc.abstractmethod
     def get_state(self) -> dict[str, Any]:
         """{"states": flat simulator state, "model": scene XML (None when there is none)}."""

@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from demoset.errors import SimulationError, WriteError
+from demoset.fsutil import atomic_output
 
 ProgressFn = Callable[[int, int], None]
 
@@ -121,12 +122,6 @@ def read_episode_folder(ep_directory: str) -> tuple[np.ndarray, np.ndarray, bool
     return np.array(states), np.array(actions), success, env_name, xml
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_raw_hdf5(
     path: str, episodes: list[tuple[np.ndarray, np.ndarray, str]], env_name: str, env_info: dict
 ) -> None:
@@ -136,13 +131,8 @@ def write_raw_hdf5(
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise WriteError(f"directory {directory} does not exist", path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory
-    )
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output is an ordinary file
     try:
-        with h5py.File(tmp, "w") as f:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
             grp = f.create_group("data")
             for i, (states, actions, xml) in enumerate(episodes, start=1):
                 ep = grp.create_group(f"demo_{i}")
@@ -155,12 +145,8 @@ def write_raw_hdf5(
             grp.attrs["repository_version"] = robosuite.__version__
             grp.attrs["env"] = env_name
             grp.attrs["env_info"] = json.dumps(env_info)
-        os.replace(tmp, path)
     except OSError as exc:
         raise WriteError(f"cannot write raw file ({exc})", path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def collect_demos(

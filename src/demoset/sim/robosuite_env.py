@@ -11,10 +11,12 @@ so off-screen rendering works on machines without a display or GPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -85,13 +87,71 @@ def _composite_controller(controller_configs: Any, robots: Any) -> Any:
     return refactor_composite_controller_config(controller_configs, str(robot), ["right"])
 
 
+# MjModel fields a MuJoCo rendering context copies when it is made (uploaded meshes,
+# textures, height fields, skins, flexes, material-texture bindings); everything else it
+# draws comes from the scene, which is rebuilt from the current model for every frame.
+_RENDER_FIELD_PREFIXES = ("mesh_", "tex_", "hfield_", "skin_", "flex_", "mat_")
+
+
+def _render_fields() -> tuple[str, ...]:
+    import mujoco
+
+    return tuple(name for name in dir(mujoco.MjModel) if name.startswith(_RENDER_FIELD_PREFIXES))
+
+
+def _struct_values(struct: Any) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every numeric field of a MuJoCo struct such as model.vis.quality."""
+    values = []
+    for name in dir(struct):
+        if name.startswith("_"):
+            continue
+        value = getattr(struct, name)
+        if isinstance(value, (int, float, np.ndarray)):
+            values.append((name, np.asarray(value).tobytes()))
+    return values
+
+
+def same_render_resources(a: Any, b: Any) -> bool:
+    """Whether a rendering context made for MjModel `a` draws MjModel `b` exactly as its own.
+
+    Compares the fields the context copies at creation: meshes, textures, height fields,
+    skins, flexes and materials, every visual setting (`vis`: buffer sizes, quality,
+    headlight, map, scale, colours) and the extent (fog and shadow clipping scale with it).
+    Conservative: any difference means a new context.
+    """
+    for name in _render_fields():
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            if x.shape != y.shape or x.dtype != y.dtype or x.tobytes() != y.tobytes():
+                return False
+        elif x != y:
+            return False
+    for part in ("global_", "quality", "headlight", "map", "scale", "rgba"):
+        if _struct_values(getattr(a.vis, part)) != _struct_values(getattr(b.vis, part)):
+            return False
+    return bool(a.stat.extent == b.stat.extent)
+
+
+def _adopt_render_context(context: Any, sim: Any) -> None:
+    """Point robosuite's off-screen render context at a newly created simulator."""
+    import mujoco
+
+    context.sim = sim
+    context.model = sim.model
+    context.data = sim.data
+    context.scn = mujoco.MjvScene(sim.model._model, maxgeom=context.scn.maxgeom)
+    sim.add_render_context(context)
+
+
 class RobosuiteEnv(Env):
     """A robosuite task created with robosuite.make and driven as robomimic drives it.
 
     `camera_names` turns on camera observations (each observation then carries those
     frames, with depth when `use_depth`); `render_offscreen` only allows `render()`.
     `fast_reset` skips rebuilding the simulator on `reset()` (robosuite's hard_reset=False),
-    which halves the cost of `reset_to` a stored model.
+    which halves the cost of `reset_to` a stored model. `reuse_renderer` keeps the
+    off-screen rendering context when `reset_to` loads a model whose meshes, textures and
+    visual settings are those of the current one (see `_load_model_xml`).
     Other keyword arguments go to robosuite.make (e.g. robots, controller_configs,
     reward_shaping, horizon), as stored in a dataset's env_kwargs.
     """
@@ -105,9 +165,11 @@ class RobosuiteEnv(Env):
         camera_width: int = 84,
         use_depth: bool = False,
         fast_reset: bool = False,
+        reuse_renderer: bool = True,
         **env_kwargs: Any,
     ):
         robosuite = import_robosuite()
+        self._reuse_renderer = bool(reuse_renderer)
         self._env_name = env_name
         self._camera_names = tuple(camera_names)
         self._use_depth = bool(use_depth)
@@ -195,6 +257,58 @@ class RobosuiteEnv(Env):
                     gripper.format_action(action[offset + start : offset + end])
             offset += int(robot.action_dim)
 
+    @contextlib.contextmanager
+    def _cameras_paused(self) -> Iterator[None]:
+        """Skip camera rendering inside the block (robosuite renders on every reset and step).
+
+        Rendering changes no simulator state, so work whose observation is discarded (the
+        resets around loading a model, a step observed afterwards by `reset_to`) can skip
+        it. The next `get_observation()` renders afresh: it forces every observable.
+        """
+        paused = [
+            obs
+            for obs in self.env._observables.values()
+            if obs.modality == "image" and obs.is_enabled()
+        ]
+        for obs in paused:
+            obs.set_enabled(False)
+        try:
+            yield
+        finally:
+            for obs in paused:
+                obs.set_enabled(True)
+
+    def _load_model_xml(self, xml: str) -> None:
+        """Rebuild the simulator from a model XML, as robosuite's reset_from_xml_string does.
+
+        Creating MuJoCo's rendering context uploads every mesh and texture (about 1 s for a
+        Panda scene under OSMesa, as long as a dozen camera frames), and robosuite makes one
+        per loaded model. Demos of one task usually differ only in physical details (robosuite
+        randomises object sizes), so when the new model's render resources (meshes, textures,
+        materials, visual settings, extent) equal the old one's, the existing context is
+        kept and pointed at the new simulator. The model itself is always compiled afresh,
+        so physics is exactly that of a fresh load; rendering is identical because the
+        context holds nothing else of the model (tests compare the bytes).
+        """
+        env = self.env
+        if not self._reuse_renderer or env.sim is None:
+            env.reset_from_xml_string(xml)
+            return
+        old_sim = env.sim
+        context = old_sim._render_context_offscreen
+        old_model = old_sim.model._model
+        old_sim._render_context_offscreen = None  # keep it alive through close()
+        env.close()
+        env.deterministic_reset = True  # as reset_from_xml_string: a reload resets as stored
+        try:
+            env._initialize_sim(xml_string=xml)
+            if context is not None and same_render_resources(old_model, env.sim.model._model):
+                _adopt_render_context(context, env.sim)
+            context = None  # a context not adopted is freed here; reset() makes a new one
+            env.reset()
+        finally:
+            env.deterministic_reset = False
+
     def _robot_prefixes(self) -> tuple[str, ...]:
         return tuple(robot.robot_model.naming_prefix for robot in self.env.robots)
 
@@ -235,13 +349,14 @@ class RobosuiteEnv(Env):
                     raise SimulationError("ep_meta is not JSON") from None
             if ep_meta and hasattr(self.env, "set_ep_meta"):
                 self.env.set_ep_meta(ep_meta)
-            self.env.reset()
-            try:
-                xml = self.env.edit_model_xml(state["model"])
-                self.env.reset_from_xml_string(xml)
-            except Exception as exc:  # noqa: BLE001 - a bad XML shows up as many exception kinds
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise SimulationError(f"cannot load the stored model XML: {first}") from None
+            with self._cameras_paused():  # the reset's own observation is thrown away
+                self.env.reset()
+                try:
+                    self._load_model_xml(self.env.edit_model_xml(state["model"]))
+                except Exception as exc:  # noqa: BLE001 - a bad XML shows up as many exception kinds
+                    text = str(exc).strip()
+                    first = text.splitlines()[0] if text else type(exc).__name__
+                    raise SimulationError(f"cannot load the stored model XML: {first}") from None
             self.env.sim.reset()
             self._state_size = self._flat_state_size()
         if "states" in state and state["states"] is not None:
@@ -261,6 +376,10 @@ class RobosuiteEnv(Env):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, dict]:
         raw, reward, _done, info = self.env.step(np.asarray(action, dtype=np.float64))
         return self._convert(raw), float(reward), False, info
+
+    def advance(self, action: np.ndarray) -> None:
+        with self._cameras_paused():
+            self.env.step(np.asarray(action, dtype=np.float64))
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -336,7 +455,8 @@ class RobosuiteEnv(Env):
         return bool(success)
 
     def get_reward(self) -> float:
-        return float(self.env.reward())
+        # Rewards here depend on the state only; some tasks (Stack) still require the argument.
+        return float(self.env.reward(None))
 
     @property
     def env_meta(self) -> EnvMeta:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 
 from demoset.errors import ConfigError, FileAccessError
+from demoset.fsutil import atomic_output
 from demoset.train.algos import BCAlgo, ShapeMeta
 from demoset.train.config import make_config
 
@@ -87,15 +87,8 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> str:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(ckpt, fh)
     return path
 
 

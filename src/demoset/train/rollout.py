@@ -10,7 +10,6 @@ written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from demoset.errors import SimulationError
+from demoset.fsutil import temp_path_beside
 from demoset.train.algos import BCAlgo
 from demoset.train.checkpoint import algo_from_checkpoint, load_checkpoint
 
@@ -114,11 +114,15 @@ class _VideoWriter:
         self.path = os.path.abspath(path)
         folder = os.path.dirname(self.path)
         os.makedirs(folder, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(
-            prefix=".tmp-", suffix=os.path.splitext(path)[1] or ".mp4", dir=folder
+        # imageio picks the format from the extension, so the temporary name keeps it
+        self.tmp = temp_path_beside(
+            self.path, suffix=".partial" + (os.path.splitext(path)[1] or ".mp4")
         )
-        os.close(fd)
-        self.writer = imageio.get_writer(self.tmp, fps=fps, macro_block_size=1)
+        try:
+            self.writer = imageio.get_writer(self.tmp, fps=fps, macro_block_size=1)
+        except BaseException:
+            os.unlink(self.tmp)
+            raise
 
     def append(self, frame: np.ndarray) -> None:
         self.writer.append_data(frame)

@@ -15,7 +15,6 @@ temporary name and renamed when complete.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ import numpy as np
 from demoset.errors import DemosetError, LayoutError, SimulationError, WriteError
 from demoset.format import constants as C
 from demoset.format import open_dataset, sorted_demos
+from demoset.fsutil import temp_path_beside
 
 SOURCES = ("obs", "states", "actions")
 
@@ -108,13 +108,10 @@ class _Mp4:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise WriteError(f"directory {directory} does not exist", path)
-        fd, self.tmp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(path)}.", suffix=".partial.mp4", dir=directory
-        )
-        os.close(fd)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self.tmp, 0o666 & ~mask)  # mkstemp makes it private; a video is an ordinary file
+        try:
+            self.tmp = temp_path_beside(path, suffix=".partial.mp4")
+        except OSError as exc:
+            raise WriteError(f"cannot write ({exc.strerror or exc})", path) from None
         self.path = path
         self.frames = 0
         self.shape: tuple[int, int] | None = None
