@@ -9,10 +9,14 @@ byte-flipping and truncating loop. Each case runs in a worker process with an ad
 space limit and per-call alarms, so a hang, a crash of the interpreter or unbounded memory
 is caught and counted as a failure instead of taking the test run down.
 
-A case fails when any entry point (DemoFile API, validate, `demoset info` / `validate`,
-SequenceDataset, repair, each converter) raises anything but a DemosetError with a non-
-empty one-line message, runs past its time, dies, changes its input, writes a file other
-than its output, or touches the files that links point to.
+The isolated entry points (the pre-flight `demoset.format.preflight`, and `demoset info`,
+`validate`, `repair`, which read the file in a forked child) run on every case; the
+in-process ones (DemoFile API, validate, SequenceDataset, repair, each converter) run only
+when the pre-flight returned, as users are told to do with files from strangers. A case
+fails when any entry point raises anything but a DemosetError with a non-empty one-line
+message, runs past its time (a hang, wherever it is), dies, changes its input, writes a
+file other than its output, or touches the files that links point to. An isolated child
+that HDF5 leaves stuck ends in UnsafeFileError (exit 2) and is counted as "stalled".
 
 `make test` runs a short version; `make fuzz` runs DEMOSET_FUZZ_CASES cases (slow mark).
 The worker is this file run as a script: `python tests/test_fuzz.py --worker ROOT`.
@@ -42,13 +46,29 @@ except ImportError:  # pragma: no cover - hypothesis is a dev dependency
 HERE = os.path.dirname(os.path.abspath(__file__))
 FORMATS = ("robomimic", "d4rl", "raw", "roboturk", "minari")
 TARGETS = {
-    "robomimic": ["walk", "validate", "cli_info", "cli_validate", "sequence", "repair", "momart"],
-    "d4rl": ["d4rl", "cli_info"],
-    "raw": ["raw", "validate"],
-    "roboturk": ["roboturk", "walk"],
-    "minari": ["minari"],
+    "robomimic": [
+        "preflight",
+        "cli_info",
+        "cli_validate",
+        "cli_repair",
+        "walk",
+        "validate",
+        "sequence",
+        "repair",
+        "momart",
+    ],
+    "d4rl": ["preflight", "cli_info", "d4rl"],
+    "raw": ["preflight", "raw", "validate"],
+    "roboturk": ["preflight", "roboturk", "walk"],
+    "minari": ["preflight", "minari"],
 }
+ISOLATED = {"preflight", "cli_info", "cli_validate", "cli_repair"}
+"""Entry points that read the file in a forked child (demoset.format.isolation); the others
+read it in the worker itself and run only after the isolated pre-flight returned, as the
+docs tell users to do with files from strangers."""
+STALL_SECONDS = 5  # DEMOSET_STALL_SECONDS in the workers: isolated children stuck this long die
 CALL_SECONDS = 20  # alarm per entry point
+ISOLATED_CALL_SECONDS = 60  # isolated ones: repair restarts once per damaged part it leaves out
 CASE_SECONDS = 120  # the parent's limit per case (all entry points)
 STACK_DUMP_SECONDS = 90  # a case still running then has its stacks written to the worker log
 MEMORY_HEADROOM = 3 << 30  # address space a worker may add to what its imports took
@@ -308,6 +328,12 @@ def apply_ops(path: str, ops: list, forbidden: str) -> None:
             with open(path, "r+b") as f:
                 f.truncate(int(size * op[1]))
             continue
+        if kind == "heap":  # the global heap damage that makes HDF5 2.0 loop forever
+            sys.path.insert(0, HERE)
+            from test_isolation import damage_global_heap
+
+            damage_global_heap(path, op[1])
+            continue
         if kind == "flip":
             rnd = random.Random(op[1])
             size = os.path.getsize(path)
@@ -414,6 +440,14 @@ class FuzzTimeout(BaseException):
     """Raised by the alarm inside a call that ran too long (BaseException: not swallowed)."""
 
 
+class HDF5GaveUp(Exception):
+    """An isolated CLI command ended with exit 2 because HDF5 hung or crashed in its child."""
+
+
+def _hdf5_gave_up(text: str) -> bool:
+    return "HDF5 stopped responding" in text or "HDF5 crashed" in text
+
+
 def _call_target(name: str, fmt: str, copy: str, data: str, out_dir: str, forbidden: str):
     """Run one entry point; returns a short description of its result."""
     import contextlib
@@ -444,11 +478,19 @@ def _call_target(name: str, fmt: str, copy: str, data: str, out_dir: str, forbid
         from demoset.format import validate
 
         return f"{len(validate(data))} findings"
-    if name in ("cli_info", "cli_validate"):
+    if name == "preflight":
+        from demoset.format import preflight
+
+        return f"{len(preflight(data))} findings"
+    if name in ("cli_info", "cli_validate", "cli_repair"):
         from demoset.cli.main import main
 
         out, err = io.StringIO(), io.StringIO()
-        args = ["info", data, "--json"] if name == "cli_info" else ["validate", data]
+        args = {
+            "cli_info": ["info", data, "--json"],
+            "cli_validate": ["validate", data],
+            "cli_repair": ["repair", data, "--out", os.path.join(out_dir, "out_cli_repair.hdf5")],
+        }[name]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(args)
@@ -459,6 +501,8 @@ def _call_target(name: str, fmt: str, copy: str, data: str, out_dir: str, forbid
             raise AssertionError(f"exit {code}: {text[-500:]}")
         if code == 2 and (text.count("\n") != 1 or not text.strip()):
             raise AssertionError(f"error output is not one line: {text[-500:]!r}")
+        if code == 2 and _hdf5_gave_up(text):
+            raise HDF5GaveUp(text.strip())
         return f"exit {code}"
     if name == "sequence":
         from demoset.format import open_dataset
@@ -526,7 +570,7 @@ def run_case(case: dict, root: str, seeds: dict[str, str]) -> dict:
     import signal
     import traceback
 
-    from demoset.errors import DemosetError
+    from demoset.errors import DemosetError, UnsafeFileError
 
     fmt = case["format"]
     work = os.path.join(root, "cases", str(case["id"]))
@@ -550,8 +594,12 @@ def run_case(case: dict, root: str, seeds: dict[str, str]) -> dict:
     signal.signal(signal.SIGALRM, on_alarm)
     # if C code never returns (the alarm cannot interrupt it), leave a stack for the parent
     faulthandler.dump_traceback_later(STACK_DUMP_SECONDS)
+    refused = False  # the isolated pre-flight said HDF5 hangs or crashes on the file
     for name in TARGETS[fmt]:
-        signal.alarm(CALL_SECONDS)
+        if refused and name not in ISOLATED:
+            outcomes[name] = "skipped: the pre-flight refused the file"
+            continue
+        signal.alarm(ISOLATED_CALL_SECONDS if name in ISOLATED else CALL_SECONDS)
         try:
             result = _call_target(name, fmt, copy, data, work, seeds["forbidden"])
             outcomes[name] = f"ok: {result}"
@@ -559,10 +607,15 @@ def run_case(case: dict, root: str, seeds: dict[str, str]) -> dict:
             text = str(exc)
             if not text.strip() or "\n" in text:
                 outcomes[name] = f"FAIL: unclear {type(exc).__name__} message {text[:300]!r}"
+            elif isinstance(exc, UnsafeFileError) and _hdf5_gave_up(text):
+                outcomes[name] = f"stalled: {text[-200:]}"
             else:
                 outcomes[name] = f"error: {type(exc).__name__}"
+            refused = refused or (name == "preflight" and isinstance(exc, UnsafeFileError))
+        except HDF5GaveUp as exc:
+            outcomes[name] = f"stalled: exit 2, {str(exc)[-200:]}"
         except FuzzTimeout:
-            outcomes[name] = f"FAIL: no result after {CALL_SECONDS} s (hang)"
+            outcomes[name] = "FAIL: no result before the alarm (hang)"
         except MemoryError:
             outcomes[name] = "FAIL: MemoryError (unbounded memory)"
         except BaseException as exc:  # noqa: BLE001 - every other exception is the finding
@@ -626,7 +679,12 @@ class Worker:
 
     def _start(self) -> None:
         os.makedirs(self.root, exist_ok=True)
-        env = dict(os.environ, TMPDIR=os.path.join(self.root, "tmp"), PYTHONFAULTHANDLER="1")
+        env = dict(
+            os.environ,
+            TMPDIR=os.path.join(self.root, "tmp"),
+            PYTHONFAULTHANDLER="1",
+            DEMOSET_STALL_SECONDS=str(STALL_SECONDS),
+        )
         os.makedirs(env["TMPDIR"], exist_ok=True)
         self.log_path = os.path.join(self.root, f"worker-{self.starts}.log")
         log = open(self.log_path, "w")
@@ -699,12 +757,12 @@ class Worker:
 
 
 def hang_verdict(log_path: str) -> str:
-    """Classify a case that never answered from the stack the worker dumped while stuck.
+    """Describe a case that never answered, from the stack the worker dumped while stuck.
 
-    Stuck inside one h5py call (HDF5's C code, which no alarm can interrupt) is a known
-    class of HDF5 defects on malformed files, counted apart as KNOWN; anything else is a
-    failure. Example: HDF5 2.0.0 loops forever parsing a global heap collection whose
-    free-space record has size 0 (a flipped bit in a vlen string's heap).
+    Every hang is a failure: isolated entry points must end after the stall limit, and
+    in-process ones run only on files the isolated pre-flight walked to the end. The
+    innermost frame (e.g. inside an h5py call: HDF5's C code, which no alarm can
+    interrupt) is kept in the verdict to show where it hung.
     """
     try:
         with open(log_path, errors="replace") as f:
@@ -717,9 +775,8 @@ def hang_verdict(log_path: str) -> str:
     main = next((b for b in blocks if "in run_case" in b), "")
     frames = [ln.strip() for ln in main.splitlines() if ln.strip().startswith("File ")]
     first = frames[0] if frames else ""
-    if frames and "/h5py/" in first:
-        return f"KNOWN: HDF5 never returned from a call (inside {first})"
-    return f"FAIL: the case took more than {CASE_SECONDS} s (hang) {first}"
+    inside = " inside HDF5 (an h5py call never returned)" if "/h5py/" in first else ""
+    return f"FAIL: the case took more than {CASE_SECONDS} s (hang){inside} {first}"
 
 
 def failures_of(result: dict) -> list[str]:
@@ -740,6 +797,15 @@ def byte_cases(count: int, seed: int, first_id: int) -> list[dict]:
         else:
             ops.append(["flip", rnd.randrange(2**31), rnd.choice([1, 1, 2, 4, 16, 64])])
         cases.append({"id": first_id + k, "format": fmt, "ops": ops})
+    return cases
+
+
+def heap_cases(first_id: int) -> list[dict]:
+    """One case per global heap of the robomimic seed (env_args, model_file, ep_meta) and
+    the first heap of every other layout: HDF5 2.0 loops forever reading from it."""
+    cases = [{"id": first_id + k, "format": "robomimic", "ops": [["heap", k]]} for k in range(3)]
+    for fmt in FORMATS[1:]:
+        cases.append({"id": first_id + len(cases), "format": fmt, "ops": [["heap", 0]]})
     return cases
 
 
@@ -776,7 +842,9 @@ def summary(results: list[dict]) -> dict:
             calls[(target.split(":")[0], verdict.split(":")[0])] += 1
     return {
         "cases": len(results),
-        "calls": sum(v for (t, _), v in calls.items() if t in sum(TARGETS.values(), [])),
+        "calls": sum(
+            v for (t, k), v in calls.items() if t in sum(TARGETS.values(), []) and k != "skipped"
+        ),
         "by_target": {f"{t} {k}": v for (t, k), v in sorted(calls.items())},
         "failures": [
             f"case {r['id']} ({r['format']}, ops {r.get('ops')}): {f}"
@@ -854,7 +922,10 @@ def _structural(tmp_path_factory, count: int, name: str) -> None:
 
 def _bytes(tmp_path_factory, count: int, name: str, workers: int) -> None:
     root = str(tmp_path_factory.mktemp("fuzz_bytes"))
-    results = run_cases(byte_cases(count, seed=12345, first_id=10**6), root, workers)
+    cases = byte_cases(count, seed=12345, first_id=10**6)
+    if name == "long":
+        cases += heap_cases(first_id=2 * 10**6)
+    results = run_cases(cases, root, workers)
     info = report(f"byte mutations ({name})", results)
     assert info["failures"] == [], "\n".join(info["failures"][:20])
 

@@ -78,3 +78,23 @@ def progress_callback(bar: tqdm):
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def preflight_input(args, path: str | None) -> None:
+    """Read an input file's metadata in a forked child first (unless --no-isolation).
+
+    A damaged file that makes HDF5 loop forever or crash then ends the command with one
+    line (UnsafeFileError, exit 2) instead of hanging it; a file that passes is read
+    in-process as usual. Directories and missing paths are left to the converter.
+    """
+    import os
+
+    if not path or not getattr(args, "isolated", True):
+        return
+    if os.path.isdir(path):
+        path = os.path.join(path, "data", "main_data.hdf5")  # a Minari dataset folder
+    if not os.path.isfile(path):
+        return
+    from demoset.format.isolation import preflight
+
+    preflight(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from demoset.cli.inspect_cmd import add_isolation_arg
+
 
 def register(sources: argparse._SubParsersAction) -> None:
     p = sources.add_parser(
@@ -48,14 +50,16 @@ def register(sources: argparse._SubParsersAction) -> None:
         help="drop the unterminated episode at the end of the file instead of keeping it",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_isolation_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import preflight_input, progress_bar, progress_callback
     from demoset.convert.d4rl import convert_d4rl
 
     infos = args.info_keys if args.info_keys else bool(args.infos_as_obs)
+    preflight_input(args, args.input)
     with progress_bar(None, "converting", unit="step") as bar:
         result = convert_d4rl(
             args.input,

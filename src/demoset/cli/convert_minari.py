@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from demoset.cli.inspect_cmd import add_isolation_arg
+
 
 def register(sources: argparse._SubParsersAction) -> None:
     p = sources.add_parser(
@@ -24,13 +26,15 @@ def register(sources: argparse._SubParsersAction) -> None:
         "--infos-as-obs", action="store_true", help="turn numeric infos into observation keys"
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_isolation_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import preflight_input, progress_bar, progress_callback
     from demoset.convert.minari import convert_minari
 
+    preflight_input(args, args.input)
     with progress_bar(None, "converting", unit="episode") as bar:
         result = convert_minari(
             args.input,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from demoset.cli.inspect_cmd import add_isolation_arg
+
 
 def register(sources: argparse._SubParsersAction) -> None:
     p = sources.add_parser(
@@ -47,6 +49,7 @@ def register(sources: argparse._SubParsersAction) -> None:
         help="add action_dict/ with relative and absolute pose actions (absolute ones replay the simulator)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_isolation_arg(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +59,7 @@ def default_output(raw: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import preflight_input, progress_bar, progress_callback
     from demoset.convert.robosuite_raw import convert_robosuite_raw
     from demoset.errors import DemosetError
 
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not raw:
         raise DemosetError("no raw file given (demoset convert robosuite RAW)")
     out = args.out or default_output(raw)
+    preflight_input(args, raw)
     with progress_bar(None, "converting", unit="demo") as bar:
         report = convert_robosuite_raw(
             raw,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from demoset.cli.common import (
     add_dataset_arg,
@@ -31,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list filter-key demos and every demo's structure",
     )
     info.add_argument("--json", action="store_true", help="machine-readable JSON")
+    add_isolation_arg(info)
     info.set_defaults(func=run_info)
 
     val = sub.add_parser(
@@ -41,7 +45,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_arg(val)
     val.add_argument("--json", action="store_true", help="machine-readable JSON")
     val.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    add_isolation_arg(val)
     val.set_defaults(func=run_validate)
+
+
+# ---------------------------------------------------------------------- isolation
+def add_isolation_arg(parser: argparse.ArgumentParser) -> None:
+    """--no-isolation: read in this process instead of a forked child (see call_reader)."""
+    parser.add_argument(
+        "--no-isolation",
+        dest="isolated",
+        action="store_false",
+        help="read the file in this process, not in a child process; a damaged file that "
+        "makes HDF5 loop forever then hangs the command instead of failing after "
+        "$DEMOSET_STALL_SECONDS (60 s) without progress",
+    )
+
+
+def call_reader(
+    args: argparse.Namespace,
+    fn: Callable[..., Any],
+    *fn_args: Any,
+    path: str,
+    progress: Callable[[int, int], None] | None = None,
+    cleanup: tuple[str | os.PathLike, ...] = (),
+    **kwargs: Any,
+) -> Any:
+    """Call a library reader on `path`, in a forked child unless --no-isolation was given.
+
+    In the child a file that makes HDF5 stop responding ends in UnsafeFileError (exit 2)
+    after the stall limit, instead of hanging the command.
+    """
+    if progress is not None:
+        kwargs["progress"] = progress
+    if not getattr(args, "isolated", True):
+        return fn(*fn_args, **kwargs)
+    from demoset.format.isolation import run_isolated
+
+    progress = kwargs.pop("progress", None)
+    return run_isolated(fn, *fn_args, path=path, progress=progress, cleanup=cleanup, **kwargs)
 
 
 # ---------------------------------------------------------------------- info
@@ -165,7 +207,10 @@ def _print_rich(s: dict, verbose: bool) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from demoset.summary import summarize
 
-    s = summarize(dataset_path(args), filter_key=args.filter_key, verbose=args.verbose)
+    path = dataset_path(args)
+    s = call_reader(
+        args, summarize, path, path=path, filter_key=args.filter_key, verbose=args.verbose
+    )
     if args.json:
         print_json(s)
     elif sys.stdout.isatty():
@@ -181,7 +226,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     path = dataset_path(args)
     with progress_bar(None, "validate", unit="demo") as bar:
-        findings = validate(path, progress=progress_callback(bar))
+        findings = call_reader(args, validate, path, path=path, progress=progress_callback(bar))
     errors = [f for f in findings if f.level == "error"]
     warnings = [f for f in findings if f.level == "warning"]
     if args.json:

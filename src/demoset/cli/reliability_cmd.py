@@ -14,6 +14,7 @@ from demoset.cli.common import (
     progress_bar,
     progress_callback,
 )
+from demoset.cli.inspect_cmd import add_isolation_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,16 +30,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", "-o", required=True, help="path of the repaired copy")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_isolation_arg(parser)
     parser.set_defaults(func=run_repair)
 
 
 def run_repair(args: argparse.Namespace) -> int:
-    from demoset.repair import repair
+    from demoset.repair import repair, repair_isolated
 
     path = dataset_path(args)
     bar = progress_bar(None, "repair", unit="demo")
     try:
-        report = repair(path, args.out, overwrite=args.overwrite, progress=progress_callback(bar))
+        if args.isolated:
+            report = repair_isolated(
+                path, args.out, overwrite=args.overwrite, progress=progress_callback(bar)
+            )
+        else:
+            report = repair(
+                path, args.out, overwrite=args.overwrite, progress=progress_callback(bar)
+            )
     finally:
         bar.close()
     if args.json:

@@ -22,6 +22,7 @@ from demoset.errors import (
     LayoutError,
     UnsafeFileError,
 )
+from demoset.format.isolation import beat, in_isolated_child
 from demoset.format.journal import Turnstile, recover_if_abandoned
 
 LOCK_HINT = (
@@ -79,6 +80,7 @@ def open_h5(
     Raises FileAccessError (or FileLockedError) with a one-line message.
     """
     path = os.fspath(path)
+    beat("/", "opening the file")
     if mode == "r" and not os.path.exists(path):
         raise FileAccessError("no such file", path)
     if mode == "r" and os.path.isdir(path):
@@ -285,6 +287,7 @@ def read_array(dset: h5py.Dataset, path: str, selection=(), error=None) -> np.nd
     from demoset.memory import ensure_fits
 
     with h5_errors(path, dset.name, error=error):
+        beat(dset.name, "array")
         check_dataset_safe(dset, path)
         if dset.shape is None:
             raise (error or LayoutError)("the array has no data (empty dataspace)", path, dset.name)
@@ -341,8 +344,15 @@ def guarded_method(method):
     """
     import functools
 
+    where = f"{method.__qualname__}"
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        if in_isolated_child():  # say where we are (the outermost call), for a stall report
+            return _beating_call(where, wrapped, self, args, kwargs)
+        return wrapped(self, *args, **kwargs)
+
+    def wrapped(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except DemosetError:
@@ -355,3 +365,17 @@ def guarded_method(method):
             ) from exc
 
     return wrapper
+
+
+_guarded_depth = 0
+
+
+def _beating_call(where: str, fn, self, args, kwargs):
+    global _guarded_depth
+    if _guarded_depth == 0:
+        beat(None, f"{where}({args[0]!r})" if args and isinstance(args[0], str) else where)
+    _guarded_depth += 1
+    try:
+        return fn(self, *args, **kwargs)
+    finally:
+        _guarded_depth -= 1

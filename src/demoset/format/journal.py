@@ -32,6 +32,7 @@ import time
 import zlib
 
 from demoset.errors import FileAccessError, FileLockedError, WriteError
+from demoset.format.isolation import beat
 
 MAGIC = b"DSJRNL1\n"
 END_MAGIC = b"DSJEND1\n"
@@ -195,6 +196,7 @@ class GuardedFile:
         return len(data)
 
     def write(self, data) -> int:
+        beat()  # writing is progress, for a reader isolated in a child (format/isolation.py)
         size = len(memoryview(data).cast("B"))
         if not self._discarding and self.error is None:
             try:

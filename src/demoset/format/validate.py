@@ -4,6 +4,13 @@ Errors are things robomimic (or demoset's loader) would crash on or silently get
 warnings are legal but suspicious (actions outside [-1, 1], an unfinished staged demo).
 Arrays are read one demo at a time, and images are checked by dtype and shape only, so
 a large image dataset validates without reading its frames.
+
+Before the layout checks, `check_metadata` walks every object of the file and reads all
+of its metadata: every attribute (vlen text included), every variable-length array and
+every chunk index. Damage in those structures can make HDF5's C code loop forever (see
+format/isolation.py); run in an isolated child (`demoset validate` does), the walk turns
+such a file into an error, and a file it walks to the end cannot hang later readers on the
+same metadata.
 """
 
 from __future__ import annotations
@@ -18,7 +25,15 @@ import numpy as np
 from demoset.errors import DemosetError
 from demoset.format import constants as C
 from demoset.format.demofile import DemoFile, _attr_int
-from demoset.format.h5io import h5_errors, open_h5, read_array
+from demoset.format.h5io import (
+    READ_ERRORS,
+    check_dataset_safe,
+    describe_error,
+    h5_errors,
+    open_h5,
+    read_array,
+)
+from demoset.format.isolation import beat
 
 
 @dataclass(frozen=True)
@@ -184,6 +199,7 @@ def validate(
     col = _Collector()
     h5 = open_h5(path, "r")
     try:
+        _sweep_metadata(col, h5, path)
         with h5_errors(path):
             if C.DATA_GROUP not in h5:
                 col.error("/data", "no 'data' group: not a robomimic-layout dataset", "no_data")
@@ -322,3 +338,123 @@ def _validate_open(col: _Collector, df: DemoFile, progress) -> None:
                 f"names demos more than once: {', '.join(dups[:5])}",
                 "filter_key_duplicate",
             )
+
+
+# ---------------------------------------------------------------------- metadata walk
+MAX_OBJECTS = 1_000_000
+"""Most objects the metadata walk visits (a robomimic file of 1000 demos has ~30 000)."""
+VLEN_BLOCK_ROWS = 4096
+
+
+def check_metadata(path: str | os.PathLike) -> list[Finding]:
+    """Read every attribute, variable-length array and chunk index of every object.
+
+    Layout-agnostic (any HDF5 file: D4RL, Minari, raw robosuite). Returns findings for
+    what cannot be read; raises DemosetError only when the file cannot be opened. Run it
+    isolated (`demoset.format.preflight`) on files from strangers before other readers.
+    """
+    path = os.fspath(path)
+    col = _Collector()
+    h5 = open_h5(path, "r")
+    try:
+        _sweep_metadata(col, h5, path)
+    finally:
+        h5.close()
+    return col.findings
+
+
+def _sweep_metadata(col: _Collector, h5: h5py.File, path: str) -> None:
+    """Visit every object reachable through hard links once; soft and external links are
+    only noted (following them is what the layout checks refuse)."""
+    seen: set[tuple[int, int]] = set()
+    stack: list[h5py.HLObject] = [h5]
+    visited = 0
+    while stack:
+        obj = stack.pop()
+        name = obj.name or "/"
+        beat(name, "object header")
+        try:
+            info = h5py.h5o.get_info(obj.id)
+            key = (info.fileno, info.addr)
+        except READ_ERRORS as exc:
+            col.error(name, f"cannot read the object header ({describe_error(exc)})", "unreadable")
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        visited += 1
+        if visited > MAX_OBJECTS:
+            col.error(name, f"more than {MAX_OBJECTS} objects; stopped walking", "too_many_objects")
+            return
+        _touch_attributes(col, obj, name)
+        if isinstance(obj, h5py.Dataset):
+            _touch_dataset(col, obj, path)
+        elif isinstance(obj, h5py.Group):
+            stack.extend(reversed(_children(col, obj, name)))
+
+
+def _children(col: _Collector, group: h5py.Group, name: str) -> list[h5py.HLObject]:
+    beat(name, "member list")
+    try:
+        names = list(group.keys())
+    except READ_ERRORS as exc:
+        col.error(name, f"cannot list the group ({describe_error(exc)})", "unreadable")
+        return []
+    out = []
+    for member in names:
+        where = f"{name.rstrip('/')}/{member}"
+        beat(where, "link")
+        try:
+            link = group.get(member, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                continue  # soft and external links: not followed here
+            child = group.get(member)
+        except READ_ERRORS as exc:
+            col.error(where, f"cannot open ({describe_error(exc)})", "unreadable")
+            continue
+        if isinstance(child, (h5py.Group, h5py.Dataset)):
+            out.append(child)
+        elif child is not None:
+            _touch_attributes(col, child, where)  # a committed datatype
+    return out
+
+
+def _touch_attributes(col: _Collector, obj: h5py.HLObject, name: str) -> None:
+    beat(name, "attribute names")
+    try:
+        keys = list(obj.attrs.keys())
+    except READ_ERRORS as exc:
+        col.error(name, f"cannot list the attributes ({describe_error(exc)})", "unreadable")
+        return
+    for key in keys:
+        beat(name, f"attribute {key}")
+        try:
+            obj.attrs[key]
+        except READ_ERRORS as exc:
+            col.error(
+                name, f"attribute {key!r} cannot be read ({describe_error(exc)})", "unreadable"
+            )
+
+
+def _touch_dataset(col: _Collector, dset: h5py.Dataset, path: str) -> None:
+    """Read a dataset's chunk index, and its data when that lives in the global heap."""
+    name = dset.name
+    try:
+        check_dataset_safe(dset, path)
+        if dset.chunks is not None:
+            beat(name, "chunk index")
+            dset.id.get_num_chunks()
+        if not dset.dtype.hasobject or dset.shape is None:
+            return  # fixed-size data: read (or deliberately not read) by the layout checks
+        if dset.shape == ():
+            beat(name, "variable-length data")
+            read_array(dset, path)
+            return
+        rows = VLEN_BLOCK_ROWS
+        for start in range(0, int(dset.shape[0]), rows):
+            beat(name, f"variable-length data from row {start}")
+            read_array(dset, path, slice(start, start + rows))
+    except DemosetError as exc:
+        col.error(exc.h5path or name, exc.message, "unreadable")
+    except READ_ERRORS as exc:
+        col.error(name, f"cannot read ({describe_error(exc)})", "unreadable")
