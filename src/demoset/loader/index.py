@@ -196,11 +196,13 @@ class WindowIndex:
         else:
             ids = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self)
-        if ids.size and (ids.min() < -n or ids.max() >= n):
-            bad = int(ids[(ids < -n) | (ids >= n)][0])
-            raise IndexError(f"sample index {bad} out of range for a dataset of {n} samples")
-        if ids.size and ids.min() < 0:
-            ids = np.where(ids < 0, ids + n, ids)
+        if ids.size:
+            low, high = int(ids.min()), int(ids.max())
+            if low < -n or high >= n:
+                bad = int(ids[(ids < -n) | (ids >= n)][0])
+                raise IndexError(f"sample index {bad} out of range for a dataset of {n} samples")
+            if low < 0:
+                ids = np.where(ids < 0, ids + n, ids)
         return ids
 
     def windows(self, ids: np.ndarray) -> Windows:

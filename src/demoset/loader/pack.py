@@ -3,10 +3,12 @@
 A low-dim batch of 100 windows of 10 steps gathers 1,000 rows from each of nine arrays
 (actions, four obs keys, four next_obs keys); each gather costs about 7 us of numpy call
 and per-row overhead whatever the row's width, which was most of a batch's time. A
-`RamPack` holds every cached key with vector frames (shape () or (d,)) of one dtype as
-columns of one shared (frames, width) array: one take per batch, and each key's batch is a
-view of its columns of the gathered block. `PackColumn` is one key's view of a pack with the interface of a `RamArray`
-(statistics, goals), so the rest of the loader does not know keys are packed.
+`RamPack` holds every cached key with scalar or vector steps (shape () or (d,)), whatever
+its dtype, as a byte range of the rows of one shared (frames, row bytes) uint8 array: one
+take per batch, and each key's batch is a typed view of its columns of the gathered block.
+Each key's bytes start at a multiple of its item size and rows are a multiple of 8 bytes,
+so the views are aligned. `PackColumn` is one key's view of a pack with the interface of a
+`RamArray` (statistics, goals), so the rest of the loader does not know keys are packed.
 """
 
 from __future__ import annotations
@@ -31,21 +33,30 @@ def packable(frame_shape: tuple[int, ...]) -> bool:
 
 
 class RamPack(RamArray):
-    """Cached keys of one dtype as column ranges of one shared (frames, width) array.
+    """Cached keys as byte ranges of the rows of one shared (frames, row bytes) uint8 array.
 
-    members: key -> (frame shape, stored dtype), in column order.
+    members: key -> (frame shape, stored dtype, served dtype), in column order.
     """
 
-    def __init__(self, members: dict[str, tuple[tuple[int, ...], np.dtype]], dtype):
+    def __init__(self, members: dict[str, tuple[tuple[int, ...], np.dtype, np.dtype]]):
         self.members = {
-            k: (tuple(shape), np.dtype(stored)) for k, (shape, stored) in members.items()
+            k: (tuple(shape), np.dtype(stored), np.dtype(served))
+            for k, (shape, stored, served) in members.items()
         }
         self.columns: dict[str, tuple[int, int]] = {}
         width = 0
-        for key, (shape, _) in self.members.items():
-            self.columns[key] = (width, width + math.prod(shape))
-            width += math.prod(shape)
-        super().__init__("+".join(self.members), (width,), dtype)
+        for key, (shape, _, served) in self.members.items():
+            width = -(-width // served.itemsize) * served.itemsize  # aligned start
+            self.columns[key] = (width, width + math.prod(shape) * served.itemsize)
+            width = self.columns[key][1]
+        width = -(-width // 8) * 8
+        super().__init__("+".join(self.members), (width,), np.uint8)
+
+    def typed(self, rows: np.ndarray, key: str) -> np.ndarray:
+        """Key `key` of byte rows (n, row bytes) as a typed (n, *frame shape) view."""
+        a, b = self.columns[key]
+        shape, _, served = self.members[key]
+        return rows[:, a:b].view(served).reshape(len(rows), *shape)
 
     def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
         """Make room for `demos` and read every member key (see `RamArray.append`)."""
@@ -53,7 +64,7 @@ class RamPack(RamArray):
         if need > self._data.shape[0]:
             self._grow(need)
         pending = []
-        for key, (shape, stored) in self.members.items():
+        for key, (shape, stored, _) in self.members.items():
             pos = self.frames
             for i, (demo, length) in enumerate(zip(demos, lengths)):
                 length = int(length)
@@ -71,7 +82,7 @@ class RamPack(RamArray):
 
         def finish() -> None:
             for key, demo, pos, length, offs in pending:
-                shape, stored = self.members[key]
+                shape, stored, _ = self.members[key]
                 part = np.empty((length, *shape), dtype=stored)
                 read_by_offsets(reader, part, offs, f"/data/{demo}/{key}")
                 self._put(key, pos, part)
@@ -81,8 +92,10 @@ class RamPack(RamArray):
         return finish
 
     def _put(self, key: str, pos: int, part: np.ndarray) -> None:
+        served = self.members[key][2]
+        raw = np.ascontiguousarray(part, dtype=served).reshape(len(part), -1).view(np.uint8)
         a, b = self.columns[key]
-        self._data[pos : pos + len(part), a:b] = part.reshape(len(part), b - a)
+        self._data[pos : pos + len(part), a:b] = raw
 
     def column(self, key: str) -> PackColumn:
         return PackColumn(self, key)
@@ -95,14 +108,20 @@ class RamPack(RamArray):
         take saves.
         """
         rows = win.flat_frames
-        block = new_batch_array((len(rows), self.frame_shape[0]), self.dtype)
+        block = new_batch_array((len(rows), self.frame_shape[0]), np.uint8)
         self._data.take(rows, axis=0, out=block, mode="clip")
         lead = win.flat.shape  # (B, T)
-        columns, members = self.columns, self.members
+        row = block.shape[1]
         out = {}
         for key in keys:
-            a, b = columns[key]
-            out[key] = block[:, a:b].reshape(*lead, *members[key][0])
+            shape, _, served = self.members[key]
+            out[key] = np.ndarray(
+                (*lead, *shape),
+                served,
+                buffer=block,
+                offset=self.columns[key][0],
+                strides=(lead[1] * row, row, *((served.itemsize,) if shape else ())),
+            )
         return out
 
 
@@ -115,9 +134,7 @@ class PackColumn:
     def __init__(self, pack: RamPack, key: str):
         self.pack = pack
         self.key = key
-        self.frame_shape = pack.members[key][0]
-        self.dtype = pack.dtype
-        self.columns = pack.columns[key]
+        self.frame_shape, _, self.dtype = pack.members[key]
 
     def append(self, reader, demos, lengths, progress=None):
         return None  # the pack reads its members
@@ -132,15 +149,12 @@ class PackColumn:
         return self.pack.gather_columns(win, [self.key])[self.key]
 
     def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        a, b = self.columns
         out = new_batch_array((len(flat), *self.frame_shape), self.dtype)
         rows = self.pack._data.take(flat, axis=0, mode="clip")
-        np.copyto(out.reshape(len(flat), b - a), rows[:, a:b])
+        out[...] = self.pack.typed(rows, self.key)
         return out
 
     def demo_arrays(self, reader, demos, lengths, starts):
-        a, b = self.columns
         data = self.pack._data
         for start, length in zip(starts, lengths):
-            part = data[int(start) : int(start) + int(length), a:b]
-            yield part.reshape(len(part), *self.frame_shape)
+            yield self.pack.typed(data[int(start) : int(start) + int(length)], self.key)

@@ -10,6 +10,7 @@ per window; see `store.py`) and a batch is one vectorised gather per key.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -262,7 +263,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     def _plan_arrays(self) -> None:
         """Decide where each array lives (`_arrays`: key -> RamArray / FileArray / ZeroArray)."""
         arrays: dict = {}
-        groups: dict[np.dtype, dict] = {}  # vector keys to pack, by the dtype they are served in
+        packed: dict = {}  # cached keys with scalar or vector steps: one pack for all
         for key, spec in self._specs.items():
             if spec is None:
                 arrays[key] = ZeroArray()
@@ -272,23 +273,30 @@ class SequenceDataset(torch.utils.data.Dataset):
                 # dataset keys are served as float32 (robomimic's cache does the same)
                 dtype = np.dtype(np.float32) if key in self._sample_keys else stored
                 if packable(shape):
-                    groups.setdefault(dtype, {})[key] = (shape, stored)
+                    packed[key] = (shape, stored, dtype)
                 else:
                     arrays[key] = RamArray(key, shape, dtype, stored)
             else:
                 arrays[key] = FileArray(key, shape, stored, self._reader)
         self._packs: list[RamPack] = []
-        for dtype, members in groups.items():
-            if len(members) < 2:
-                for key, (shape, stored) in members.items():
-                    arrays[key] = RamArray(key, shape, dtype, stored)
-                continue
-            pack = RamPack(members, dtype)
+        if len(packed) == 1:
+            [(key, (shape, stored, dtype))] = packed.items()
+            arrays[key] = RamArray(key, shape, dtype, stored)
+        elif packed:
+            pack = RamPack(packed)
             self._packs.append(pack)
-            for key in members:
+            for key in packed:
                 arrays[key] = pack.column(key)
-        for i, pack in enumerate(self._packs):
-            arrays[f"\0pack{i}"] = pack  # loaded, grown and counted like any array
+            arrays["\0pack"] = pack  # loaded, grown and counted like any array
+        # what a batch gathers: the packs' members at once, every other key on its own
+        groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
+        keys = self._sample_keys + tuple(f"{g}/{k}" for g in groups for k in self.obs_keys)
+        self._pack_members = [
+            (pack, [k for k in pack.members if k in keys]) for pack in self._packs
+        ]
+        in_packs = {k for _, members in self._pack_members for k in members}
+        self._single_keys = [k for k in keys if k not in in_packs]
+        self._reads_file = any(isinstance(arrays[k], FileArray) for k in keys)
         self._arrays = arrays
 
     def _bytes_per_frame(self, which: str) -> int:
@@ -552,15 +560,13 @@ class SequenceDataset(torch.utils.data.Dataset):
         ids = self._index.check_indices(indices)
         win = self._index.windows(ids)
         groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
-        keys = self._sample_keys + tuple(f"{g}/{k}" for g in groups for k in self.obs_keys)
         out: dict = {}
-        with self._reader.session():
+        with self._reader.session() if self._reads_file else contextlib.nullcontext():
             raw = {}
-            for pack in self._packs:
-                raw.update(pack.gather_columns(win, [k for k in pack.members if k in keys]))
-            for key in keys:
-                if key not in raw:
-                    raw[key] = self._arrays[key].gather_windows(win)
+            for pack, members in self._pack_members:
+                raw.update(pack.gather_columns(win, members))
+            for key in self._single_keys:
+                raw[key] = self._arrays[key].gather_windows(win)
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
