@@ -80,20 +80,28 @@ def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def add_isolation_arg(parser: argparse.ArgumentParser) -> None:
+    """--no-isolation: read in this process instead of a forked child (see `preflight_input`)."""
+    parser.add_argument(
+        "--no-isolation",
+        dest="isolated",
+        action="store_false",
+        help="read the file in this process, not in a child process; a damaged file that "
+        "makes HDF5 loop forever then hangs the command instead of failing after "
+        "$DEMOSET_STALL_SECONDS (60 s) without progress",
+    )
+
+
 def preflight_input(args, path: str | None) -> None:
     """Read an input file's metadata in a forked child first (unless --no-isolation).
 
     A damaged file that makes HDF5 loop forever or crash then ends the command with one
     line (UnsafeFileError, exit 2) instead of hanging it; a file that passes is read
-    in-process as usual. Directories and missing paths are left to the converter.
+    in-process as usual. A missing path is left to the converter to report.
     """
     import os
 
-    if not path or not getattr(args, "isolated", True):
-        return
-    if os.path.isdir(path):
-        path = os.path.join(path, "data", "main_data.hdf5")  # a Minari dataset folder
-    if not os.path.isfile(path):
+    if not path or not getattr(args, "isolated", True) or not os.path.isfile(path):
         return
     from demoset.format.isolation import preflight
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from demoset.cli.inspect_cmd import add_isolation_arg
+from demoset.cli.common import add_isolation_arg
 
 
 def register(sources: argparse._SubParsersAction) -> None:
@@ -32,9 +33,9 @@ def register(sources: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from demoset.cli.common import preflight_input, progress_bar, progress_callback
-    from demoset.convert.minari import convert_minari
+    from demoset.convert.minari import MAIN_FILE, convert_minari, find_minari_data
 
-    preflight_input(args, args.input)
+    preflight_input(args, os.path.join(find_minari_data(args.input), MAIN_FILE))
     with progress_bar(None, "converting", unit="episode") as bar:
         result = convert_minari(
             args.input,

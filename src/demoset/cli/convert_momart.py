@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from demoset.cli.inspect_cmd import add_isolation_arg
+from demoset.cli.common import add_isolation_arg
 
 
 def register(sources: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from demoset.cli.inspect_cmd import add_isolation_arg
+from demoset.cli.common import add_isolation_arg
 
 
 def register(sources: argparse._SubParsersAction) -> None:

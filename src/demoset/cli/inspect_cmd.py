@@ -12,6 +12,7 @@ from typing import Any
 from demoset.cli.common import (
     add_dataset_arg,
     add_filter_key_arg,
+    add_isolation_arg,
     dataset_path,
     print_json,
     progress_bar,
@@ -50,18 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------- isolation
-def add_isolation_arg(parser: argparse.ArgumentParser) -> None:
-    """--no-isolation: read in this process instead of a forked child (see call_reader)."""
-    parser.add_argument(
-        "--no-isolation",
-        dest="isolated",
-        action="store_false",
-        help="read the file in this process, not in a child process; a damaged file that "
-        "makes HDF5 loop forever then hangs the command instead of failing after "
-        "$DEMOSET_STALL_SECONDS (60 s) without progress",
-    )
-
-
 def call_reader(
     args: argparse.Namespace,
     fn: Callable[..., Any],

@@ -9,12 +9,12 @@ import argparse
 
 from demoset.cli.common import (
     add_dataset_arg,
+    add_isolation_arg,
     dataset_path,
     print_json,
     progress_bar,
     progress_callback,
 )
-from demoset.cli.inspect_cmd import add_isolation_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:

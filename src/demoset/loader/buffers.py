@@ -69,12 +69,6 @@ class BufferPool:
                 return True
         return False
 
-    def clear(self) -> None:
-        """Forget every block (blocks still in use are freed when their arrays go)."""
-        with self._lock:
-            self._blocks.clear()
-            self._idle_refs.clear()
-
     @property
     def nbytes(self) -> int:
         """Bytes held by the pool's blocks (in use or not)."""
