@@ -105,7 +105,7 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def make_dataset(which: str, path: str, obs_keys: list[str], cache_mode):
+def make_dataset(which: str, path: str, obs_keys: list[str], cache_mode, copy_threads=None):
     common = dict(frame_stack=1, seq_length=SEQ_LENGTH, pad_frame_stack=True, pad_seq_length=True)
     if which == "robomimic":
         import robomimic.utils.obs_utils as ObsUtils
@@ -123,7 +123,13 @@ def make_dataset(which: str, path: str, obs_keys: list[str], cache_mode):
     from demoset.loader import SequenceDataset
 
     return SequenceDataset(
-        path, obs_keys, ["actions"], cache_mode=cache_mode, stats_cache=False, **common
+        path,
+        obs_keys,
+        ["actions"],
+        cache_mode=cache_mode,
+        stats_cache=False,
+        copy_threads=copy_threads,
+        **common,
     )
 
 
@@ -134,7 +140,6 @@ def measure(spec: dict) -> dict:
 
     import torch
 
-    torch.set_num_threads(1)
     which, path, obs_keys = spec["which"], spec["path"], spec["obs_keys"]
     # import both libraries' modules and wake HDF5 up before the baseline, so that the
     # figures are the dataset's own; then warm the page cache with one pass over the file
@@ -148,7 +153,9 @@ def measure(spec: dict) -> dict:
         f["data/demo_0/actions"][()]
     # one-time costs (library set-up, first allocations) are paid on a 2-demo file first
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        warm = make_dataset(which, spec["warmup_path"], obs_keys, spec["cache_mode"])
+        warm = make_dataset(
+            which, spec["warmup_path"], obs_keys, spec["cache_mode"], spec.get("copy_threads")
+        )
         warm[0]
         del warm
     with open(path, "rb") as fh:
@@ -157,7 +164,7 @@ def measure(spec: dict) -> dict:
     base = rss()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        ds = make_dataset(which, path, obs_keys, spec["cache_mode"])
+        ds = make_dataset(which, path, obs_keys, spec["cache_mode"], spec.get("copy_threads"))
     startup = time.perf_counter() - t0
     mem = rss() - base
     kwargs = {}
@@ -188,6 +195,9 @@ def measure(spec: dict) -> dict:
         n += len(batch["actions"])
     out["samples_per_s"] = n / (time.perf_counter() - t0)
     if which == "demoset":
+        from demoset.loader.copying import auto_copy_threads
+
+        out["copy_threads"] = ds.copy_threads or auto_copy_threads()
         out["cached_bytes"] = ds.cached_bytes
         ids = np.random.default_rng(0).integers(0, len(ds), (spec["batches"], spec["batch_size"]))
         t0 = time.perf_counter()
@@ -231,38 +241,48 @@ def measure_single_process(spec: dict) -> dict:
 
 def measure_copy_ceiling(spec: dict) -> dict:
     """How fast this machine can move one image batch's bytes once, from RAM and from the
-    page cache: the bound on any loader that hands out batches in fresh memory.
+    page cache, with 1 and 2 threads: the bound on any loader that hands out batches in
+    fresh memory.
 
     Gathers random 10-step windows of four 84x84x3 arrays (two cameras, obs and next_obs)
     into reused output arrays with numpy (RAM) and with os.preadv from the image file
-    (page cache), at batch 16, like the image cases.
+    (page cache), at batch 16, like the image cases; with 2 threads each thread moves two
+    of the four arrays.
     """
-    path, bs = spec["path"], spec["batch_size"]
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, bs, batches = spec["path"], spec["batch_size"], spec["batches"]
     frame = 84 * 84 * 3
     frames = os.path.getsize(path) // frame // 4
     rng = np.random.default_rng(0)
     caches = [rng.integers(0, 256, (frames, 84, 84, 3), dtype=np.uint8) for _ in range(4)]
     outs = [np.ones((bs * SEQ_LENGTH, 84, 84, 3), dtype=np.uint8) for _ in range(4)]
-    batches = spec["batches"]
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        flat = (rng.integers(0, frames - SEQ_LENGTH, bs)[:, None] + np.arange(SEQ_LENGTH)).ravel()
-        for cache, out in zip(caches, outs):
-            cache.take(flat, axis=0, out=out, mode="clip")
-    ram = batches * bs / (time.perf_counter() - t0)
-    del caches
+    windows = [[out[i * SEQ_LENGTH : (i + 1) * SEQ_LENGTH] for i in range(bs)] for out in outs]
     fd = os.open(path, os.O_RDONLY)
     size = os.fstat(fd).st_size
-    windows = [[out[i * SEQ_LENGTH : (i + 1) * SEQ_LENGTH] for i in range(bs)] for out in outs]
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        starts = rng.integers(0, size - SEQ_LENGTH * frame, (4, bs))
-        for places, row in zip(windows, starts):
-            for place, start in zip(places, row):
-                os.preadv(fd, [place], int(start))
-    file = batches * bs / (time.perf_counter() - t0)
+
+    def from_ram(k: int, starts: np.ndarray) -> None:
+        flat = (starts[:, None] + np.arange(SEQ_LENGTH)).ravel()
+        caches[k].take(flat, axis=0, out=outs[k], mode="clip")
+
+    def from_file(k: int, starts: np.ndarray) -> None:
+        for place, start in zip(windows[k], starts):
+            os.preadv(fd, [place], int(start))
+
+    out = {}
+    for threads in (1, 2):
+        with ThreadPoolExecutor(threads) as pool:
+            for name, move, high in (
+                ("ram", from_ram, frames - SEQ_LENGTH),
+                ("file", from_file, size - SEQ_LENGTH * frame),
+            ):
+                t0 = time.perf_counter()
+                for _ in range(batches):
+                    starts = rng.integers(0, high, (4, bs))
+                    list(pool.map(move, range(4), starts))
+                out[f"{name}_{threads}"] = batches * bs / (time.perf_counter() - t0)
     os.close(fd)
-    return {"ram_samples_per_s": ram, "file_samples_per_s": file}
+    return out
 
 
 def run_child(spec: dict) -> dict:
@@ -288,6 +308,7 @@ def main() -> int:
     parser.add_argument("--dir", help="where to write the benchmark files (default: a temp dir)")
     parser.add_argument("--image-demos", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="fewer batches (noisier)")
+    parser.add_argument("--only", default="", help="run only the cases whose name has this text")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -345,25 +366,34 @@ def main() -> int:
         best["startup_s"] = min(old["startup_s"], new["startup_s"])
         return best
 
+    cases = [c for c in cases if args.only in c[0]]
     for name, path, keys, mode, bs, rm_batches, ds_batches in cases:
-        # the two loaders take turns, so a burst of load from other jobs hits both alike
+        loaders = [("robomimic", rm_batches, None), ("demoset", ds_batches, None)]
+        if path == img_path:  # demoset with one copy thread too: what the threads add
+            loaders.append(("demoset 1t", ds_batches, 1))
+        # the loaders take turns, so a burst of load from other jobs hits them alike
         for _ in range(args.repeat):
-            for which, batches in (("robomimic", rm_batches), ("demoset", ds_batches)):
+            for label, batches, threads in loaders:
                 spec = dict(
-                    which=which,
+                    which=label.split()[0],
                     path=path,
                     warmup_path=warm_path,
                     obs_keys=keys,
                     cache_mode=mode,
                     batch_size=bs,
                     batches=batches,
+                    copy_threads=threads,
                 )
                 r = run_child(spec)
-                results[(name, which)] = better(results.get((name, which)), r)
+                results[(name, label)] = better(results.get((name, label)), r)
                 print(
-                    f"  {name:24s} {which:9s} {r['samples_per_s']:12,.0f} samples/s  start-up {r['startup_s']:6.2f} s  RSS +{fmt_mb(r['rss_delta'])}",
+                    f"  {name:24s} {label:10s} {r['samples_per_s']:12,.0f} samples/s  start-up {r['startup_s']:6.2f} s  RSS +{fmt_mb(r['rss_delta'])}",
                     flush=True,
                 )
+    if len(cases) < 4:  # a partial run (--only): the table of what ran, no verdicts
+        for (name, label), r in results.items():
+            print(f"{name:24s} {label:10s} {r['samples_per_s']:12,.0f} samples/s")
+        return 0
 
     ceiling = run_child({"ceiling": True, "path": img_path, "batch_size": 16, "batches": b(300)})
     workers = {}
@@ -386,15 +416,25 @@ def main() -> int:
     print(
         f"selected arrays: low-dim file {fmt_mb(low_bytes)} (obs + next_obs + actions); image file images {fmt_mb(img_bytes)} (obs + next_obs)"
     )
-    header = f"{'case':24s} | {'robomimic/s':>12s} {'demoset/s':>12s} {'ratio':>7s} | {'rm start':>8s} {'ds start':>8s} | {'rm RSS':>11s} {'ds RSS':>11s} | {'ds get_batch/s':>14s}"
+    header = f"{'case':24s} | {'robomimic/s':>12s} {'demoset/s':>12s} {'ratio':>7s} | {'1 thread/s':>10s} {'ratio':>6s} | {'rm start':>8s} {'ds start':>8s} | {'rm RSS':>11s} {'ds RSS':>11s} | {'ds get_batch/s':>14s}"
     print(header)
     print("-" * len(header))
     for name, *_ in cases:
         rm, ds = results[(name, "robomimic")], results[(name, "demoset")]
+        one = results.get((name, "demoset 1t"))
+        single = (
+            f"{one['samples_per_s']:10,.0f} {one['samples_per_s'] / rm['samples_per_s']:5.1f}x"
+            if one
+            else f"{'-':>10s} {'':6s}"
+        )
         print(
-            f"{name:24s} | {rm['samples_per_s']:12,.0f} {ds['samples_per_s']:12,.0f} {ds['samples_per_s'] / rm['samples_per_s']:6.1f}x | "
+            f"{name:24s} | {rm['samples_per_s']:12,.0f} {ds['samples_per_s']:12,.0f} {ds['samples_per_s'] / rm['samples_per_s']:6.1f}x | {single} | "
             f"{rm['startup_s']:7.2f}s {ds['startup_s']:7.2f}s | {fmt_mb(rm['rss_delta'])} {fmt_mb(ds['rss_delta'])} | {ds['get_batch_per_s']:14,.0f}"
         )
+    print(
+        "demoset splits big copies over the CPUs it may use (here "
+        f"{results[('images, cache all', 'demoset')]['copy_threads']}); '1 thread' is copy_threads=1."
+    )
     print()
 
     def verdict(ok: bool) -> str:
@@ -456,14 +496,15 @@ def main() -> int:
         print(f"[{verdict(ok)}] {text}")
     batch_bytes = 16 * SEQ_LENGTH * len(CAMERAS) * 2 * 84 * 84 * 3
     file_ds = results[("images, cache low_dim", "demoset")]
+    rm_file = file_rm["samples_per_s"]
     print(
         f"\ncopy ceiling: one image batch (16 x {SEQ_LENGTH} steps, {len(CAMERAS)} cameras, obs + next_obs) is "
         f"{fmt_mb(batch_bytes).strip()}. Moving those bytes once, with nothing else done, this machine reaches "
-        f"{ceiling['ram_samples_per_s']:,.0f} samples/s from RAM ({ceiling['ram_samples_per_s'] / file_rm['samples_per_s']:.1f}x "
-        f"robomimic low_dim) and {ceiling['file_samples_per_s']:,.0f} samples/s from the page cache "
-        f"({ceiling['file_samples_per_s'] / file_rm['samples_per_s']:.1f}x). demoset: images all "
-        f"{all_ds['samples_per_s'] / ceiling['ram_samples_per_s']:.0%} of the RAM ceiling, images low_dim "
-        f"{file_ds['samples_per_s'] / ceiling['file_samples_per_s']:.0%} of the page-cache ceiling."
+        f"from RAM {ceiling['ram_1']:,.0f} samples/s with 1 thread ({ceiling['ram_1'] / rm_file:.1f}x robomimic low_dim), "
+        f"{ceiling['ram_2']:,.0f} with 2 ({ceiling['ram_2'] / rm_file:.1f}x); from the page cache {ceiling['file_1']:,.0f} "
+        f"({ceiling['file_1'] / rm_file:.1f}x) and {ceiling['file_2']:,.0f} ({ceiling['file_2'] / rm_file:.1f}x). "
+        f"demoset: images all {all_ds['samples_per_s'] / ceiling['ram_2']:.0%} of the 2-thread RAM ceiling, images low_dim "
+        f"{file_ds['samples_per_s'] / ceiling['file_2']:.0%} of the 2-thread page-cache ceiling."
     )
     return 0
 

@@ -18,6 +18,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 
+import demoset.loader.store
 import demoset.memory
 from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
@@ -378,9 +379,11 @@ def test_cached_bytes_are_the_selected_arrays(image_file):
     ds = SequenceDataset(
         image_file, OBS_KEYS, cache_mode="all", dataset_keys=("actions", "rewards")
     )
-    frames = int(sum(ds.demo_lengths.values()))
-    per_frame = 2 * (3 + 10) * 4 + 2 * 2 * 16 * 16 * 3 + (7 + 1) * 4
-    assert ds.cached_bytes == frames * per_frame
+    frames, demos = int(sum(ds.demo_lengths.values())), ds.num_demos
+    low_dim = 2 * (3 + 10) * 4 + (7 + 1) * 4
+    # each camera's obs and next_obs are held once: a demo's frames and its final next obs
+    images = 2 * (frames + demos) * 16 * 16 * 3
+    assert ds.cached_bytes == frames * low_dim + images
     assert all(a._owner.is_shared() for a in ds._arrays.values() if isinstance(a, RamArray))
 
 
@@ -500,3 +503,105 @@ def test_worker_batches_are_built_in_shared_memory(image_file):
     assert batch["obs"]["agentview_image"].is_shared()  # 20 x 10 x 16 x 16 x 3 bytes
     assert not batch["obs"]["object"].is_shared()  # small arrays are not worth it
     assert_tree_equal(_numpy(batch), ds.get_batch(ids))
+
+
+# ---------------------------------------------------------------------------- obs/next_obs held once
+def pair_demo(rng, n: int, follows_rule: bool) -> dict:
+    """A demo whose next_obs is obs one step on, or (follows_rule False) new random frames."""
+    obs = {
+        "object": rng.standard_normal((n, 10)).astype(np.float32),
+        "agentview_image": rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8),
+    }
+    demo = dict(actions=rng.uniform(-1, 1, (n, 7)), obs=obs)
+    if follows_rule:
+        return {**demo, "derive_next_obs": True, "final_obs": {k: v[0] for k, v in obs.items()}}
+    nxt = {k: np.roll(v, -2, axis=0) for k, v in obs.items()}  # two steps on: breaks the rule
+    return {**demo, "next_obs": nxt}
+
+
+PAIR_KEYS = ["object", "agentview_image"]
+PAIR_WINDOWS = dict(frame_stack=2, seq_length=4, get_pad_mask=True, goal_mode="last")
+
+
+def write_pair_file(path, rules: list[bool], swmr: bool = False, close: bool = True):
+    rng = np.random.default_rng(len(rules))
+    writer = DatasetWriter(path, env_meta=LIFT_ENV, swmr=swmr, overwrite=True)
+    for follows in rules:
+        writer.add_demo(**pair_demo(rng, int(rng.integers(6, 15)), follows))
+    if close:
+        writer.close()
+    return writer
+
+
+def test_obs_and_next_obs_images_are_held_once_while_next_obs_is_obs_one_step_on(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "pair.hdf5"
+    write_pair_file(path, [True] * 5)
+    ram = SequenceDataset(path, PAIR_KEYS, cache_mode="all", **PAIR_WINDOWS)
+    disk = SequenceDataset(path, PAIR_KEYS, cache_mode=None, **PAIR_WINDOWS)
+    ids = np.arange(len(ram))
+    assert_tree_equal(ram.get_batch(ids), disk.get_batch(ids))
+    [(pair, _, _)] = ram._pairs
+    assert pair.split is None
+    frames = int(sum(ram.demo_lengths.values()))
+    assert pair.nbytes == (frames + ram.num_demos) * 16 * 16 * 3  # not 2 * frames
+    # a batch without padding: obs and next_obs are views of one block, the same values
+    win = ram._index.windows(ids)
+    clean = ids[win.valid.all(axis=1)][:6]
+    batch = ram.get_batch(clean)
+    obs, nxt = batch["obs"]["agentview_image"], batch["next_obs"]["agentview_image"]
+    assert np.shares_memory(obs, nxt)
+    assert_tree_equal(batch, disk.get_batch(clean))
+    # in a DataLoader worker the block is built in shared memory and both go by handle
+    monkeypatch.setattr(demoset.loader.store, "SHARED_OUTPUT_MIN_BYTES", 1)
+    registry: dict = {}
+    with shared_outputs(registry):
+        data = ram.get_batch(clean)
+    tensors = collate(SampleBatch(data, len(clean), registry))
+    assert tensors["obs"]["agentview_image"].is_shared()
+    assert tensors["next_obs"]["agentview_image"].is_shared()
+    assert_tree_equal(_numpy(tensors), disk.get_batch(clean))
+    # next_obs_views=False: separate memory, the same values
+    apart = SequenceDataset(path, PAIR_KEYS, cache_mode="all", next_obs_views=False, **PAIR_WINDOWS)
+    batch = apart.get_batch(clean)
+    assert not np.shares_memory(
+        batch["obs"]["agentview_image"], batch["next_obs"]["agentview_image"]
+    )
+    assert_tree_equal(batch, disk.get_batch(clean))
+
+
+@pytest.mark.parametrize("breaking", [0, 3])
+def test_a_demo_that_breaks_the_rule_gets_separate_arrays(tmp_path, breaking):
+    path = tmp_path / "mixed.hdf5"
+    rules = [True] * 5
+    rules[breaking] = False
+    write_pair_file(path, rules)
+    ram = SequenceDataset(path, PAIR_KEYS, cache_mode="all", **PAIR_WINDOWS)
+    disk = SequenceDataset(path, PAIR_KEYS, cache_mode=None, **PAIR_WINDOWS)
+    ids = np.arange(len(ram))
+    assert_tree_equal(ram.get_batch(ids), disk.get_batch(ids))
+    [(pair, _, _)] = ram._pairs
+    frames = int(sum(ram.demo_lengths.values()))
+    assert pair.split is not None and pair.nbytes == 2 * frames * 16 * 16 * 3
+
+
+def test_refresh_with_a_demo_that_breaks_the_rule(tmp_path):
+    """A follow-mode reader holding obs once turns to separate arrays when an appended
+    demo's next_obs is not obs one step on, and keeps giving the file's values."""
+    path = tmp_path / "live.hdf5"
+    writer = write_pair_file(path, [True] * 3, swmr=True, close=False)
+    ds = SequenceDataset(path, PAIR_KEYS, cache_mode="all", swmr=True, **PAIR_WINDOWS)
+    [(pair, _, _)] = ds._pairs
+    assert pair.split is None
+    rng = np.random.default_rng(7)
+    writer.add_demo(**pair_demo(rng, 9, True))
+    assert ds.refresh() == 1 and pair.split is None
+    writer.add_demo(**pair_demo(rng, 11, False))
+    writer.add_demo(**pair_demo(rng, 7, True))
+    assert ds.refresh() == 2 and pair.split is not None
+    writer.close()
+    disk = SequenceDataset(path, PAIR_KEYS, cache_mode=None, **PAIR_WINDOWS)
+    ids = np.arange(len(disk))
+    assert len(ds) == len(disk)
+    assert_tree_equal(ds.get_batch(ids), disk.get_batch(ids))

@@ -479,7 +479,13 @@ class DatasetWriter:
 
     def _create(self, grp: h5py.Group, key: str, arr: np.ndarray) -> None:
         kwargs: dict[str, Any] = {}
-        if arr.dtype == np.uint8 and C.is_image_shape(arr.shape[1:], arr.dtype):
+        if (
+            self._compression
+            and arr.dtype == np.uint8
+            and C.is_image_shape(arr.shape[1:], arr.dtype)
+        ):
+            # compressed: one frame per chunk, so a window decompresses only its frames;
+            # uncompressed images stay contiguous, one run of bytes per demo for the loader
             kwargs["chunks"] = (1, *arr.shape[1:])
             kwargs.update(self._compression)
         grp.create_dataset(key, data=arr, **kwargs)

@@ -78,16 +78,40 @@ def to_torch(tree, shared: dict | None = None):
         if type(value) is dict:
             out[key] = to_torch(value, shared)
         elif type(value) is np.ndarray:
-            entry = shared.get(id(value)) if shared else None
-            if entry is not None and entry[0] is value:
-                owner = entry[1]
-                dtype = torch.from_numpy(np.empty(0, dtype=value.dtype)).dtype
-                out[key] = owner[: value.nbytes].view(dtype).view(value.shape)
-            else:
-                out[key] = torch.from_numpy(value)
+            tensor = _shared_tensor(value, shared) if shared else None
+            out[key] = tensor if tensor is not None else torch.from_numpy(value)
         else:
             out[key] = torch.as_tensor(value)
     return out
+
+
+def _shared_tensor(value: np.ndarray, shared: dict):
+    """`value` as a view of a shared-memory owner tensor, if it is a registered array or a
+    view into one (two batch arrays may share one block: obs and next_obs, see
+    `shifted.py`); else None."""
+    import torch
+
+    entry = shared.get(id(value))
+    if entry is None or entry[0] is not value:
+        start = value.__array_interface__["data"][0]
+        entry = next(
+            (
+                (array, owner)
+                for array, owner in shared.values()
+                if 0 <= start - array.__array_interface__["data"][0] < array.nbytes
+            ),
+            None,
+        )
+        if entry is None:
+            return None
+    base, owner = entry
+    itemsize = value.dtype.itemsize
+    offset = value.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    if offset % itemsize or any(s % itemsize or s < 0 for s in value.strides):
+        return None
+    dtype = torch.from_numpy(np.empty(0, dtype=value.dtype)).dtype
+    flat = owner[: base.nbytes - base.nbytes % itemsize].view(dtype)
+    return flat.as_strided(value.shape, [s // itemsize for s in value.strides], offset // itemsize)
 
 
 def collate(batch):

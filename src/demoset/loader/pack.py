@@ -139,7 +139,7 @@ class PackColumn:
     def append(self, reader, demos, lengths, progress=None):
         return None  # the pack reads its members
 
-    def reserve(self, frames: int) -> None:
+    def reserve(self, frames: int, demos: int = 0) -> None:
         pass
 
     def truncate(self, frames: int, count: int) -> None:

@@ -23,8 +23,10 @@ from demoset.format.demofile import DemoFile
 from demoset.format.h5io import guarded_method
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
+from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies
 from demoset.loader.index import WindowIndex, Windows
 from demoset.loader.pack import RamPack, packable
+from demoset.loader.shifted import ShiftedPair
 from demoset.loader.store import (
     DemoReader,
     FileArray,
@@ -90,6 +92,12 @@ class SequenceDataset(torch.utils.data.Dataset):
       same where it works). Image keys are never normalised.
     - stats_cache: keep normalisation moments in a file beside the dataset (default True).
     - progress: optional `progress(done, total)` callback while caching (frames).
+    - copy_threads: threads that share a batch's big copies (image windows); None means
+      the CPUs available, at most 4, and 1 inside a DataLoader worker (see `copying.py`).
+    - next_obs_views: with cache_mode "all", an image key whose next_obs is its obs one
+      step on is held once, and in a batch without padded windows its obs and next_obs
+      are two views of one block (`shifted.py`): an in-place change to one shows in the
+      other. False gives them separate memory (the same values).
 
     Samples (`ds[i]`) are dicts of numpy arrays like robomimic's: each dataset key
     [T, ...], "pad_mask" [T, 1] (get_pad_mask), "obs" / "next_obs" {key: [T, ...]} (with
@@ -122,6 +130,8 @@ class SequenceDataset(torch.utils.data.Dataset):
         image_format: str = "hwc_uint8",
         stats_cache: bool = True,
         progress: Callable[[int, int], None] | None = None,
+        copy_threads: int | None = None,
+        next_obs_views: bool = True,
     ):
         super().__init__()
         self.demos: list[str] = []
@@ -142,6 +152,10 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise ConfigError(
                 f"image_format must be 'hwc_uint8' or 'chw_float', got {image_format!r}"
             )
+        if copy_threads is not None and int(copy_threads) < 1:
+            raise ConfigError(f"copy_threads must be at least 1, got {copy_threads}")
+        self.copy_threads = None if copy_threads is None else int(copy_threads)
+        self.next_obs_views = bool(next_obs_views)
         if demo_limit is not None and int(demo_limit) < 1:
             raise ConfigError(f"demo_limit must be a positive number of demos, got {demo_limit}")
         self.frame_stack = int(frame_stack)
@@ -264,7 +278,23 @@ class SequenceDataset(torch.utils.data.Dataset):
         """Decide where each array lives (`_arrays`: key -> RamArray / FileArray / ZeroArray)."""
         arrays: dict = {}
         packed: dict = {}  # cached keys with scalar or vector steps: one pack for all
+        self._pairs: list[tuple[ShiftedPair, str, str]] = []
+        for key in self.obs_keys if self.load_next_obs else ():
+            obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
+            spec = self._specs[obs_key]
+            if (
+                self._cached(obs_key)
+                and self._cached(next_key)
+                and not packable(spec[0])
+                and self._specs[next_key] == spec
+            ):  # held once while next_obs is obs one step on (see shifted.py)
+                pair = ShiftedPair(key, spec[0], spec[1])
+                arrays[obs_key], arrays[next_key] = pair.side("obs"), pair.side("next_obs")
+                arrays[f"\0pair/{key}"] = pair  # loaded, grown and counted like any array
+                self._pairs.append((pair, obs_key, next_key))
         for key, spec in self._specs.items():
+            if key in arrays:
+                continue
             if spec is None:
                 arrays[key] = ZeroArray()
                 continue
@@ -295,7 +325,8 @@ class SequenceDataset(torch.utils.data.Dataset):
             (pack, [k for k in pack.members if k in keys]) for pack in self._packs
         ]
         in_packs = {k for _, members in self._pack_members for k in members}
-        self._single_keys = [k for k in keys if k not in in_packs]
+        in_pairs = {k for _, obs_key, next_key in self._pairs for k in (obs_key, next_key)}
+        self._single_keys = [k for k in keys if k not in in_packs and k not in in_pairs]
         self._reads_file = any(isinstance(arrays[k], FileArray) for k in keys)
         self._arrays = arrays
 
@@ -388,7 +419,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         finishers = []
         try:
             for array in self._arrays.values():
-                array.reserve(int(all_lengths.sum()))
+                array.reserve(int(all_lengths.sum()), len(all_lengths))
             # a few demos at a time: every open HDF5 dataset costs ~20 KB that HDF5 keeps
             for at in range(0, len(demos), DEMOS_PER_STEP):
                 part, part_lengths = (
@@ -516,7 +547,8 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def cached_bytes(self) -> int:
         """Bytes of arrays held in RAM (shared memory)."""
-        return int(sum(a.nbytes for a in self._arrays.values() if isinstance(a, RamArray)))
+        held = (RamArray, ShiftedPair)
+        return int(sum(a.nbytes for a in self._arrays.values() if isinstance(a, held)))
 
     def __repr__(self) -> str:
         return (
@@ -561,12 +593,23 @@ class SequenceDataset(torch.utils.data.Dataset):
         win = self._index.windows(ids)
         groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
         out: dict = {}
-        with self._reader.session() if self._reads_file else contextlib.nullcontext():
+        threads = self.copy_threads if self.copy_threads is not None else auto_copy_threads()
+        with (
+            copy_threads(threads),
+            self._reader.session() if self._reads_file else contextlib.nullcontext(),
+        ):
             raw = {}
-            for pack, members in self._pack_members:
-                raw.update(pack.gather_columns(win, members))
-            for key in self._single_keys:
-                raw[key] = self._arrays[key].gather_windows(win)
+            with deferred_copies():  # every array's copy at once, over the copy threads
+                for pack, members in self._pack_members:
+                    raw.update(pack.gather_columns(win, members))
+                for key in self._single_keys:
+                    raw[key] = self._arrays[key].gather_windows(win)
+                for pair, obs_key, next_key in self._pairs:
+                    if self.next_obs_views:
+                        raw[obs_key], raw[next_key] = pair.gather_both(win)
+                    else:
+                        raw[obs_key] = pair.gather("obs", win)
+                        raw[next_key] = pair.gather("next_obs", win)
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)

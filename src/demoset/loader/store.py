@@ -30,6 +30,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import h5py
@@ -40,6 +41,7 @@ from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import check_dataset_safe, check_dataset_size
 from demoset.loader.buffers import batch_buffers
+from demoset.loader.copying import split_rows
 from demoset.loader.index import Windows
 
 LOCK_TIMEOUT = 30.0
@@ -546,7 +548,7 @@ class ZeroArray:
     def truncate(self, frames: int, count: int) -> None:
         pass
 
-    def reserve(self, frames: int) -> None:
+    def reserve(self, frames: int, demos: int = 0) -> None:
         pass
 
 
@@ -627,10 +629,18 @@ class RamArray:
     def truncate(self, frames: int, count: int) -> None:
         self.frames = min(self.frames, frames)
 
-    def reserve(self, frames: int) -> None:
+    def reserve(self, frames: int, demos: int = 0) -> None:
         """Make room for `frames` frames in all (one allocation for a whole load)."""
         if frames > self._data.shape[0]:
             self._grow(frames)
+
+    def extend(self, frames: np.ndarray) -> None:
+        """Add `frames` (n, *frame_shape) after the held ones."""
+        need = self.frames + len(frames)
+        if need > self._data.shape[0]:
+            self._grow(need)
+        self._data[self.frames : need] = frames
+        self.frames = need
 
     def _grow(self, frames: int) -> None:
         capacity = max(frames, self.frames + self.frames // 4) if self.frames else frames
@@ -640,16 +650,22 @@ class RamArray:
 
     def gather_windows(self, win: Windows) -> np.ndarray:
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
-        # indices are in range: mode="clip" writes straight into `out` (no buffering)
-        self._data.take(
-            win.flat_frames, axis=0, out=out.reshape((-1, *self.frame_shape)), mode="clip"
-        )
+        self.take_into(win.flat_frames, out.reshape((-1, *self.frame_shape)))
         return out
 
     def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
         out = new_batch_array((len(flat), *self.frame_shape), self.dtype)
-        self._data.take(flat, axis=0, out=out, mode="clip")
+        self.take_into(flat, out)
         return out
+
+    def take_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """out[i] = data[rows[i]]; big gathers are split over the copy threads."""
+
+        def part(a: int, b: int) -> None:
+            # indices are in range: mode="clip" writes straight into `out` (no buffering)
+            self._data.take(rows[a:b], axis=0, out=out[a:b], mode="clip")
+
+        split_rows(len(rows), out.nbytes, part)
 
     def demo_arrays(self, reader, demos, lengths, starts):
         for start, length in zip(starts, lengths):
@@ -703,7 +719,7 @@ class FileArray:
         self.breaks = np.concatenate([[0], np.cumsum(~follows)])
         return None
 
-    def reserve(self, frames: int) -> None:
+    def reserve(self, frames: int, demos: int = 0) -> None:
         pass
 
     def truncate(self, frames: int, count: int) -> None:
@@ -720,50 +736,64 @@ class FileArray:
         begin: np.ndarray,
         end: np.ndarray,
         pad_front: np.ndarray,
+        then: Callable[[], None] | None = None,
     ) -> None:
+        """Windows [begin, end) of demos `demo` into `out` (C-contiguous, made by the caller),
+        each at its window's row from frame pad_front on; then `then()`.
+
+        Windows stored uncompressed are read by the copy threads (see `copying`), the
+        others through h5py in the calling thread."""
         first = self.starts[demo] + begin
         last = self.starts[demo] + end - 1
-        direct = (self.offsets[first] >= 0) & (self.breaks[last + 1] - self.breaks[first + 1] == 0)
+        stored = self.offsets[first] >= 0
+        one_run = stored & (self.breaks[last + 1] - self.breaks[first + 1] == 0)
         reader = self.reader
         fd = reader.fd()
-        # one contiguous run of bytes per window: a single preadv into `out` at its place
         window_bytes = out.nbytes // len(demo) if len(demo) else 0
-        flat = memoryview(out.reshape(-1).view(np.uint8)) if out.flags.c_contiguous else None
+        flat = memoryview(out.reshape(-1).view(np.uint8))
         starts = ((np.arange(len(demo)) * window_bytes) + pad_front * self.frame_bytes).tolist()
         sizes = ((end - begin) * self.frame_bytes).tolist()
         offsets = self.offsets[first].tolist()
-        for b, (is_direct, at, size, offset) in enumerate(
-            zip(direct.tolist(), starts, sizes, offsets)
-        ):
-            if is_direct and flat is not None:
-                if os.preadv(fd, [flat[at : at + size]], offset) == size:
-                    continue  # the usual case; a short read is retried below
-            count = int(end[b] - begin[b])
-            dst = out[b, int(pad_front[b]) : int(pad_front[b]) + count]
-            d = int(demo[b])
-            if is_direct:
-                if reader.pread(dst, int(offset)) != dst.nbytes:
-                    raise LayoutError(
-                        "file ended before the frames (truncated?)",
-                        reader.path,
-                        f"/data/{self.demos[d]}/{self.key}",
-                    )
-            elif offset >= 0:  # uncompressed, but not one run of bytes
-                read_by_offsets(
-                    reader,
-                    dst,
-                    self.offsets[first[b] : last[b] + 1],
-                    f"/data/{self.demos[d]}/{self.key}",
-                )
-            else:
+        is_direct = one_run.tolist()
+        fast = np.flatnonzero(stored).tolist()
+        slow = np.flatnonzero(~stored).tolist()
+
+        def where(b: int) -> str:
+            return f"/data/{self.demos[int(demo[b])]}/{self.key}"
+
+        def window(b: int) -> np.ndarray:
+            return out[b, int(pad_front[b]) : int(pad_front[b]) + int(end[b] - begin[b])]
+
+        def read_part(a: int, b: int) -> None:
+            """Windows fast[a:b] into their places: one preadv each when one run of bytes."""
+            for i in fast[a:b]:
+                size = sizes[i]
+                if is_direct[i]:
+                    if os.preadv(fd, [flat[starts[i] : starts[i] + size]], offsets[i]) == size:
+                        continue  # the usual case
+                    if reader.pread(window(i), offsets[i]) != size:
+                        raise LayoutError(
+                            "file ended before the frames (truncated?)", reader.path, where(i)
+                        )
+                else:  # uncompressed, but not one run of bytes (chunks apart in the file)
+                    run = self.offsets[first[i] : last[i] + 1]
+                    read_by_offsets(reader, window(i), run, where(i))
+
+        def finish(_) -> None:
+            for b in slow:
                 with reader.session():
-                    reader.read_into(self.demos[d], self.key, dst, int(begin[b]))
+                    reader.read_into(self.demos[int(demo[b])], self.key, window(b), int(begin[b]))
+            if then is not None:
+                then()
+
+        split_rows(len(fast), sum(sizes[i] for i in fast), read_part, finish)
 
     def gather_windows(self, win: Windows) -> np.ndarray:
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
         with self.reader.session():
-            self._read(out, win.demo, win.begin, win.end, win.pad_front)
-        fill_padding(out, win)
+            self._read(
+                out, win.demo, win.begin, win.end, win.pad_front, lambda: fill_padding(out, win)
+            )
         return out
 
     def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:

@@ -1,0 +1,192 @@
+"""Splitting a batch's big copies over threads.
+
+One core cannot move memory as fast as the machine can: gathering an image batch (16
+windows of 10 steps, two 84x84 cameras, obs and next_obs: 12.9 MB) runs at about 7 GB/s
+with one thread and about 11 GB/s with two on the 2-core machines this project is
+measured on (`benchmarks/loader.py` prints both). numpy's `take` and `os.preadv` let go of
+the GIL while they copy, so plain threads share the work; the calling thread does one part
+itself.
+
+`copy_threads(n)` sets how many threads the copies inside the block may use; `split_rows`
+is what a gather calls. Copies are cut into parts of at least `MIN_PART_BYTES`, since
+handing a part to another thread costs microseconds; smaller copies stay in one thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+MIN_PART_BYTES = 1 << 19
+"""A copy is split only into parts of at least this many bytes."""
+
+MAX_AUTO_THREADS = 4
+"""Most threads chosen automatically (more rarely helps a memory copy)."""
+
+T = TypeVar("T")
+
+_setting = threading.local()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def auto_copy_threads() -> int:
+    """The default: the CPUs available (at most 4), but 1 inside a DataLoader worker.
+
+    DataLoader workers already run side by side, one per core, so threads in each would
+    only compete with each other.
+    """
+    import torch.utils.data
+
+    if torch.utils.data.get_worker_info() is not None:
+        return 1
+    return max(1, min(available_cpus(), MAX_AUTO_THREADS))
+
+
+@contextmanager
+def copy_threads(threads: int):
+    """Within this block, `split_rows` may use up to `threads` threads (the caller's included)."""
+    saved = getattr(_setting, "threads", 1)
+    _setting.threads = max(1, int(threads))
+    try:
+        yield
+    finally:
+        _setting.threads = saved
+
+
+class _Pool:
+    """The process's helper threads, made on first use and again after a fork."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._workers = 0
+        self._lock = threading.Lock()
+
+    def executor(self, workers: int) -> ThreadPoolExecutor:
+        with self._lock:
+            pid = os.getpid()
+            if self._executor is None or self._pid != pid or self._workers < workers:
+                # after a fork the parent's threads do not exist here: start afresh
+                if self._executor is not None and self._pid == pid:
+                    self._executor.shutdown(wait=False)
+                self._executor = ThreadPoolExecutor(workers, thread_name_prefix="demoset-copy")
+                self._workers = workers
+                self._pid = pid
+            return self._executor
+
+
+_pool = _Pool()
+
+
+class _Job:
+    __slots__ = ("bounds", "copy", "after")
+
+    def __init__(self, bounds: list[int], copy: Callable[[int, int], object], after):
+        self.bounds = bounds
+        self.copy = copy
+        self.after = after
+
+
+def _cut(rows: int, nbytes: int) -> list[int]:
+    parts = max(1, min(rows, nbytes // MIN_PART_BYTES))
+    return [rows * i // parts for i in range(parts + 1)]
+
+
+def _run_parts(parts: list[tuple[_Job, int]], threads: int) -> list:
+    """Run every (job, part) once, by the calling thread and up to threads - 1 helpers
+    taking one part at a time; returns the parts' results in order. Every part has
+    finished before this returns or raises (the first error is raised)."""
+    results: list = [None] * len(parts)
+    errors: list[BaseException] = []
+    claim = itertools.count()
+    lock = threading.Lock()
+
+    def work() -> None:
+        while not errors:
+            with lock:
+                i = next(claim)
+            if i >= len(parts):
+                return
+            job, k = parts[i]
+            try:
+                results[i] = job.copy(job.bounds[k], job.bounds[k + 1])
+            except BaseException as exc:
+                errors.append(exc)
+
+    helpers = min(threads, len(parts)) - 1
+    futures = []
+    if helpers > 0:
+        executor = _pool.executor(helpers)
+        futures = [executor.submit(work) for _ in range(helpers)]
+    work()
+    for future in futures:  # the other parts still write into the batch: wait for them
+        future.result()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def split_rows(
+    rows: int,
+    nbytes: int,
+    copy: Callable[[int, int], T],
+    after: Callable[[list[T]], None] | None = None,
+) -> None:
+    """Run `copy(start, stop)` over row ranges covering [0, rows), then `after(results)`.
+
+    Inside `deferred_copies()` the work waits for the block's end, where the copies of
+    every array of the batch run together (one hand-over to the helper threads per batch,
+    not per array); otherwise it runs now. Copies are cut into parts of about
+    `MIN_PART_BYTES` that the calling thread and the helpers take one at a time until
+    none is left, so a helper the OS does not run (a busy machine, a virtual CPU the host
+    took) holds back at most the one part it took.
+    """
+    job = _Job(_cut(rows, nbytes) if rows else [0, 0], copy, after)
+    pending = getattr(_setting, "pending", None)
+    if pending is not None:
+        pending.append(job)
+    else:
+        _finish([job])
+
+
+def _finish(jobs: list[_Job]) -> None:
+    threads = getattr(_setting, "threads", 1)
+    parts = [(job, k) for job in jobs for k in range(len(job.bounds) - 1)]
+    if threads <= 1 or len(parts) <= 1:
+        results = [job.copy(job.bounds[k], job.bounds[k + 1]) for job, k in parts]
+    else:
+        results = _run_parts(parts, threads)
+    at = 0
+    for job in jobs:
+        n = len(job.bounds) - 1
+        if job.after is not None:
+            job.after(results[at : at + n])
+        at += n
+
+
+@contextmanager
+def deferred_copies():
+    """Collect the `split_rows` work of this block and run it all at the block's end.
+
+    Arrays filled this way must not be read inside the block.
+    """
+    saved = getattr(_setting, "pending", None)
+    pending: list[_Job] = []
+    _setting.pending = pending
+    try:
+        yield
+    finally:
+        _setting.pending = saved
+    _finish(pending)
