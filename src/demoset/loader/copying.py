@@ -7,8 +7,8 @@ measured on (`benchmarks/loader.py` prints both). numpy's `take` and `os.preadv`
 the GIL while they copy, so plain threads share the work; the calling thread does one part
 itself.
 
-`copy_threads(n)` sets how many threads the copies inside the block may use; `split_rows`
-is what a gather calls. Copies are cut into parts of at least `MIN_PART_BYTES`, since
+`copy_threads(n)` sets how many threads the copies inside the block may use (with
+`tune`, the `Tuner` picks 1 or n by measured speed); `split_rows` is what a gather calls. Copies are cut into parts of at least `MIN_PART_BYTES`, since
 handing a part to another thread costs microseconds; smaller copies stay in one thread.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -55,14 +56,60 @@ def auto_copy_threads() -> int:
 
 
 @contextmanager
-def copy_threads(threads: int):
-    """Within this block, `split_rows` may use up to `threads` threads (the caller's included)."""
-    saved = getattr(_setting, "threads", 1)
-    _setting.threads = max(1, int(threads))
+def copy_threads(threads: int, tune: bool = False):
+    """Within this block, `split_rows` may use up to `threads` threads (the caller's included).
+
+    With `tune`, each batch's copies use either 1 or `threads` threads, whichever has
+    lately moved bytes faster in this process (see `Tuner`).
+    """
+    saved = getattr(_setting, "threads", 1), getattr(_setting, "tune", False)
+    _setting.threads, _setting.tune = max(1, int(threads)), bool(tune)
     try:
         yield
     finally:
-        _setting.threads = saved
+        _setting.threads, _setting.tune = saved
+
+
+class Tuner:
+    """Picks 1 or n copy threads by the copy speed each has lately reached.
+
+    Threads pay only when another core is free: on a busy machine, or a virtual machine
+    whose host takes a virtual CPU away, two threads were measured 30 % slower than one.
+    The tuner tries both, keeps a moving average of bytes per second for each, uses the
+    faster, and tries the other again every `EXPLORE_EVERY` batches so that it follows the
+    machine as load comes and goes.
+    """
+
+    EXPLORE_EVERY = 16
+    WEIGHT = 0.25  # of the newest batch in the moving average
+
+    def __init__(self) -> None:
+        self.speed: dict[int, float] = {}
+        self.batches = 0
+        self._lock = threading.Lock()
+
+    def choose(self, threads: int) -> int:
+        if threads <= 1:
+            return 1
+        with self._lock:
+            self.batches += 1
+            for option in (threads, 1):
+                if option not in self.speed:
+                    return option
+            best, other = sorted((threads, 1), key=lambda o: -self.speed[o])
+            return other if self.batches % self.EXPLORE_EVERY == 0 else best
+
+    def record(self, threads: int, nbytes: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with self._lock:
+            speed = nbytes / seconds
+            old = self.speed.get(threads)
+            self.speed[threads] = speed if old is None else old + self.WEIGHT * (speed - old)
+
+
+tuner = Tuner()
+"""The process's tuner (load on the machine is the same for every dataset in it)."""
 
 
 class _Pool:
@@ -91,12 +138,13 @@ _pool = _Pool()
 
 
 class _Job:
-    __slots__ = ("bounds", "copy", "after")
+    __slots__ = ("bounds", "copy", "after", "nbytes")
 
-    def __init__(self, bounds: list[int], copy: Callable[[int, int], object], after):
+    def __init__(self, bounds: list[int], copy: Callable[[int, int], object], after, nbytes: int):
         self.bounds = bounds
         self.copy = copy
         self.after = after
+        self.nbytes = nbytes
 
 
 def _cut(rows: int, nbytes: int) -> list[int]:
@@ -153,7 +201,7 @@ def split_rows(
     none is left, so a helper the OS does not run (a busy machine, a virtual CPU the host
     took) holds back at most the one part it took.
     """
-    job = _Job(_cut(rows, nbytes) if rows else [0, 0], copy, after)
+    job = _Job(_cut(rows, nbytes) if rows else [0, 0], copy, after, nbytes)
     pending = getattr(_setting, "pending", None)
     if pending is not None:
         pending.append(job)
@@ -164,10 +212,16 @@ def split_rows(
 def _finish(jobs: list[_Job]) -> None:
     threads = getattr(_setting, "threads", 1)
     parts = [(job, k) for job in jobs for k in range(len(job.bounds) - 1)]
+    tune = threads > 1 and len(parts) > 1 and getattr(_setting, "tune", False)
+    if tune:
+        threads = tuner.choose(threads)
+    started = time.perf_counter()
     if threads <= 1 or len(parts) <= 1:
         results = [job.copy(job.bounds[k], job.bounds[k + 1]) for job, k in parts]
     else:
         results = _run_parts(parts, threads)
+    if tune:
+        tuner.record(threads, sum(job.nbytes for job in jobs), time.perf_counter() - started)
     at = 0
     for job in jobs:
         n = len(job.bounds) - 1

@@ -93,7 +93,8 @@ class SequenceDataset(torch.utils.data.Dataset):
     - stats_cache: keep normalisation moments in a file beside the dataset (default True).
     - progress: optional `progress(done, total)` callback while caching (frames).
     - copy_threads: threads that share a batch's big copies (image windows); None means
-      the CPUs available, at most 4, and 1 inside a DataLoader worker (see `copying.py`).
+      up to the CPUs available (at most 4; 1 inside a DataLoader worker), using 1 or all of
+      them by which has lately been faster on this machine (see `copying.py`).
     - next_obs_views: with cache_mode "all", an image key whose next_obs is its obs one
       step on is held once, and in a batch without padded windows its obs and next_obs
       are two views of one block (`shifted.py`): an in-place change to one shows in the
@@ -593,9 +594,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         win = self._index.windows(ids)
         groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
         out: dict = {}
-        threads = self.copy_threads if self.copy_threads is not None else auto_copy_threads()
+        auto = self.copy_threads is None
         with (
-            copy_threads(threads),
+            copy_threads(auto_copy_threads() if auto else self.copy_threads, tune=auto),
             self._reader.session() if self._reads_file else contextlib.nullcontext(),
         ):
             raw = {}

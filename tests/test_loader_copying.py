@@ -1,0 +1,126 @@
+"""Batch copies shared by threads (demoset.loader.copying): every row copied once, errors
+raised only after every part has finished, the tuner following measured speed, and batches
+identical whatever the number of threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from demoset.loader import SequenceDataset
+from demoset.loader.copying import (
+    MIN_PART_BYTES,
+    Tuner,
+    copy_threads,
+    deferred_copies,
+    split_rows,
+)
+
+from conftest import write_dataset
+
+
+def test_split_rows_copies_every_row_once_over_threads():
+    rows = 1000
+    seen: list[tuple[int, int, str]] = []
+    lock = threading.Lock()
+
+    def copy(a: int, b: int) -> int:
+        with lock:
+            seen.append((a, b, threading.current_thread().name))
+        time.sleep(0.002)  # long enough for a helper to take parts too
+        return a
+
+    done = []
+    with copy_threads(3):
+        split_rows(rows, 40 * MIN_PART_BYTES, copy, after=done.append)
+    covered = np.zeros(rows, dtype=int)
+    for a, b, _ in seen:
+        covered[a:b] += 1
+    assert (covered == 1).all() and len(seen) == 40
+    assert len({name for *_, name in seen}) > 1  # helpers took part
+    assert done == [sorted(a for a, _, _ in seen)]  # results in row order, then `after`
+    # small copies stay in the calling thread, in one part
+    seen.clear()
+    with copy_threads(3):
+        split_rows(rows, MIN_PART_BYTES // 2, copy)
+    assert [(a, b) for a, b, _ in seen] == [(0, rows)]
+
+
+def test_deferred_copies_run_together_at_the_end_of_the_block():
+    order: list[str] = []
+    with copy_threads(2), deferred_copies():
+        split_rows(
+            10,
+            4 * MIN_PART_BYTES,
+            lambda a, b: order.append("x"),
+            lambda r: order.append("after x"),
+        )
+        split_rows(
+            10,
+            4 * MIN_PART_BYTES,
+            lambda a, b: order.append("y"),
+            lambda r: order.append("after y"),
+        )
+        assert order == []  # nothing copied inside the block
+    assert sorted(order[:8]) == ["x"] * 4 + ["y"] * 4
+    assert order[8:] == ["after x", "after y"]
+
+
+def test_an_error_is_raised_after_every_part_has_finished():
+    finished = []
+
+    def copy(a: int, b: int) -> None:
+        if a == 0:
+            raise ValueError("bad part")
+        time.sleep(0.01)
+        finished.append(a)
+
+    with copy_threads(2), pytest.raises(ValueError, match="bad part"):
+        split_rows(8, 8 * MIN_PART_BYTES, copy)
+    # parts already taken when the error came finished; none runs after the raise
+    count = len(finished)
+    time.sleep(0.05)
+    assert len(finished) == count
+
+
+def test_tuner_uses_the_faster_and_keeps_trying_the_other():
+    tuner = Tuner()
+    assert tuner.choose(1) == 1  # nothing to choose
+    assert tuner.choose(2) == 2  # each option is tried until it has a measurement
+    tuner.record(2, 10_000_000, 0.001)
+    assert tuner.choose(2) == 1
+    tuner.record(1, 10_000_000, 0.002)
+    picks = [tuner.choose(2) for _ in range(4 * Tuner.EXPLORE_EVERY)]
+    assert picks.count(1) == 4 and picks.count(2) == len(picks) - 4
+    # the machine gets busy: two threads turn slower, and the tuner follows
+    for _ in range(10):
+        tuner.record(2, 10_000_000, 0.005)
+    assert tuner.choose(2) == 1
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_batches_are_the_same_with_one_and_with_two_threads(tmp_path, compression):
+    path = write_dataset(
+        tmp_path / "big.hdf5",
+        n_demos=3,
+        min_len=30,
+        max_len=40,
+        cameras=("agentview", "robot0_eye_in_hand"),
+        image_size=84,
+        image_compression=compression,
+    )
+    keys = ["object", "agentview_image", "robot0_eye_in_hand_image"]
+    ids = np.random.default_rng(0).permutation(90)[:32]
+    for mode in ("all", "low_dim", None):
+        batches = []
+        for threads in (1, 2):
+            ds = SequenceDataset(
+                path, keys, seq_length=10, frame_stack=2, cache_mode=mode, copy_threads=threads
+            )
+            batches.append(ds.get_batch(ids[ids < len(ds)]))
+        for group in ("obs", "next_obs"):
+            for key in keys:
+                np.testing.assert_array_equal(batches[0][group][key], batches[1][group][key])
