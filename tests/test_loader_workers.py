@@ -78,9 +78,11 @@ def test_two_forked_workers_give_the_same_batches(image_file, cache_mode):
     assert_batches_equal(batches(ds, 2, collate_fn=None), main)
 
 
-def test_two_spawned_workers_give_the_same_batches(image_file):
-    """Spawned workers unpickle the dataset: shared arrays travel as handles, not copies."""
-    ds = SequenceDataset(image_file, OBS_KEYS, seq_length=3, cache_mode="low_dim")
+@pytest.mark.parametrize("cache_mode", ["low_dim", "all"])
+def test_two_spawned_workers_give_the_same_batches(image_file, cache_mode):
+    """Spawned workers unpickle the dataset: shared arrays travel as handles, not copies
+    (with "all", images whose obs and next_obs are held once too)."""
+    ds = SequenceDataset(image_file, OBS_KEYS, seq_length=3, cache_mode=cache_mode)
     assert_batches_equal(batches(ds, 2, context="spawn"), batches(ds, 0))
 
 

@@ -216,18 +216,19 @@ def _finish(jobs: list[_Job]) -> None:
     if tune:
         threads = tuner.choose(threads)
     started = time.perf_counter()
-    if threads <= 1 or len(parts) <= 1:
-        results = [job.copy(job.bounds[k], job.bounds[k + 1]) for job, k in parts]
+    if threads <= 1 or len(parts) <= 1:  # one thread: each job in one piece
+        results = [[job.copy(job.bounds[0], job.bounds[-1])] for job in jobs]
     else:
-        results = _run_parts(parts, threads)
+        flat = _run_parts(parts, threads)
+        results, at = [], 0
+        for job in jobs:
+            results.append(flat[at : at + len(job.bounds) - 1])
+            at += len(job.bounds) - 1
     if tune:
         tuner.record(threads, sum(job.nbytes for job in jobs), time.perf_counter() - started)
-    at = 0
-    for job in jobs:
-        n = len(job.bounds) - 1
+    for job, result in zip(jobs, results):
         if job.after is not None:
-            job.after(results[at : at + n])
-        at += n
+            job.after(result)
 
 
 @contextmanager
