@@ -34,12 +34,20 @@ T = TypeVar("T")
 _setting = threading.local()
 
 
+_cpus: tuple[int, int] | None = None  # (pid, CPUs) of the last look
+
+
 def available_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may run on (looked up once per process)."""
+    global _cpus
+    pid = os.getpid()
+    if _cpus is None or _cpus[0] != pid:
+        try:
+            count = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            count = os.cpu_count() or 1
+        _cpus = (pid, count)
+    return _cpus[1]
 
 
 def auto_copy_threads() -> int:

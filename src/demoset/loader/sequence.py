@@ -587,30 +587,36 @@ class SequenceDataset(torch.utils.data.Dataset):
             return parts[0]
         return np.concatenate(parts, axis=-1)
 
+    def _gather_big(self, win: Windows, raw: dict) -> None:
+        """Keys not in a pack (images, mostly): every array's copy at once, over the copy threads."""
+        auto = self.copy_threads is None
+        threads = auto_copy_threads() if auto else self.copy_threads
+        with copy_threads(threads, tune=auto), deferred_copies():
+            for key in self._single_keys:
+                raw[key] = self._arrays[key].gather_windows(win)
+            for pair, obs_key, next_key in self._pairs:
+                if self.next_obs_views:
+                    raw[obs_key], raw[next_key] = pair.gather_both(win)
+                else:
+                    raw[obs_key] = pair.gather("obs", win)
+                    raw[next_key] = pair.gather("next_obs", win)
+
     @guarded_method  # h5py errors on a damaged file become one LayoutError
     def get_batch(self, indices) -> dict:
         """The collated batch of samples `indices` as a dict of numpy arrays ([B, T, ...])."""
+        return self._get_batch(indices)
+
+    def _get_batch(self, indices) -> dict:
         ids = self._index.check_indices(indices)
         win = self._index.windows(ids)
         groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
         out: dict = {}
-        auto = self.copy_threads is None
-        with (
-            copy_threads(auto_copy_threads() if auto else self.copy_threads, tune=auto),
-            self._reader.session() if self._reads_file else contextlib.nullcontext(),
-        ):
+        with self._reader.session() if self._reads_file else contextlib.nullcontext():
             raw = {}
-            with deferred_copies():  # every array's copy at once, over the copy threads
-                for pack, members in self._pack_members:
-                    raw.update(pack.gather_columns(win, members))
-                for key in self._single_keys:
-                    raw[key] = self._arrays[key].gather_windows(win)
-                for pair, obs_key, next_key in self._pairs:
-                    if self.next_obs_views:
-                        raw[obs_key], raw[next_key] = pair.gather_both(win)
-                    else:
-                        raw[obs_key] = pair.gather("obs", win)
-                        raw[next_key] = pair.gather("next_obs", win)
+            for pack, members in self._pack_members:
+                raw.update(pack.gather_columns(win, members))
+            if self._single_keys or self._pairs:
+                self._gather_big(win, raw)
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
@@ -647,9 +653,12 @@ class SequenceDataset(torch.utils.data.Dataset):
         In a DataLoader worker, big arrays are built in shared memory, so the batch travels
         to the main process without another copy (with `collate_fn=demoset.loader.collate`).
         """
-        shared = {} if torch.utils.data.get_worker_info() is not None else None
+        if torch.utils.data.get_worker_info() is None:
+            data = self._get_batch(indices)
+            return SampleBatch(data, len(data["index"]))
+        shared: dict = {}
         with shared_outputs(shared):
-            data = self.get_batch(indices)
+            data = self._get_batch(indices)
         return SampleBatch(data, len(data["index"]), shared)
 
     # ------------------------------------------------------------------ follow mode
