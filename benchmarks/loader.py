@@ -29,7 +29,11 @@ Each case runs `--repeat` times (default 3) with the two loaders taking turns, a
 best run of each counts, so that load from other jobs on a shared machine does not decide
 the ratio.
 
-Run: `.venv/bin/python benchmarks/loader.py` (about 5-8 minutes; `--quick` for less).
+Image cases run demoset a second time with `copy_threads=1` (what the copy threads add),
+and the copy ceiling is measured with 1 and 2 threads.
+
+Run: `.venv/bin/python benchmarks/loader.py` (about 8-10 minutes; `--quick` for less,
+`--only images` for the cases whose name has that text).
 """
 
 from __future__ import annotations
