@@ -5,7 +5,7 @@ Builds two files with demoset's writer (nothing is downloaded):
 - low-dim: 200 demos x 150 steps shaped like robomimic's Lift low-dim (robot0_eef_pos 3,
   robot0_eef_quat 4, robot0_gripper_qpos 2, object 10, float64; actions 7), with next_obs;
 - image: the same low-dim keys plus two 84x84 cameras (agentview_image,
-  robot0_eye_in_hand_image), uncompressed, 20 demos x 150 steps by default.
+  robot0_eye_in_hand_image), uncompressed (contiguous), 20 demos x 150 steps by default.
 
 Every measurement runs in a fresh Python process (so resident memory is not blurred by
 the allocator's reuse), after building the same loader once on a 2-demo file (so one-time
