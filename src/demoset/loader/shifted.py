@@ -37,10 +37,9 @@ class ShiftedPair:
 
     def __init__(self, key: str, frame_shape: tuple[int, ...], dtype, stored_dtype=None):
         self.key = key
-        self.frame_shape = tuple(frame_shape)
-        self.dtype = np.dtype(dtype)
-        self.stored_dtype = np.dtype(stored_dtype if stored_dtype is not None else dtype)
-        self.rows = RamArray(f"obs/{key}", self.frame_shape, self.dtype, self.stored_dtype)
+        self.rows = RamArray(f"obs/{key}", frame_shape, dtype, stored_dtype)
+        self.frame_shape, self.dtype = self.rows.frame_shape, self.rows.dtype
+        self.stored_dtype = self.rows.stored_dtype
         self.split: tuple[RamArray, RamArray] | None = None
         self.frames = 0
         self._lengths: list[int] = []  # of the demos held, in order
@@ -129,20 +128,19 @@ class ShiftedPair:
     def _split(self) -> None:
         """Turn the shared rows into separate obs and next_obs arrays (a demo broke the rule)."""
         held = self.rows.data
-        lengths = np.asarray(self._lengths, dtype=np.int64)
-        first = np.cumsum(lengths + 1) - (lengths + 1)  # each demo's first row
-        is_first = np.zeros(len(held), dtype=bool)
-        is_last = np.zeros(len(held), dtype=bool)
-        is_first[first] = True
-        is_last[first + lengths] = True
-        obs = RamArray(f"obs/{self.key}", self.frame_shape, self.dtype, self.stored_dtype)
-        nxt = RamArray(f"next_obs/{self.key}", self.frame_shape, self.dtype, self.stored_dtype)
+        obs, nxt = self._array("obs"), self._array("next_obs")
         for array in (obs, nxt):
             array.reserve(max(self._reserved[0], self.frames))
-        obs.extend(held[~is_last])
-        nxt.extend(held[~is_first])
+        row = 0
+        for length in self._lengths:  # demo by demo: views, no copy of the whole cache
+            obs.extend(held[row : row + length])
+            nxt.extend(held[row + 1 : row + length + 1])
+            row += length + 1
         self.split = (obs, nxt)
-        self.rows = RamArray(f"obs/{self.key}", self.frame_shape, self.dtype, self.stored_dtype)
+        self.rows = self._array("obs")  # empty: the shared rows are freed
+
+    def _array(self, group: str) -> RamArray:
+        return RamArray(f"{group}/{self.key}", self.frame_shape, self.dtype, self.stored_dtype)
 
     # ------------------------------------------------------------------ reading
     def _row(self, flat: np.ndarray, demo: np.ndarray) -> np.ndarray:
