@@ -605,3 +605,40 @@ def test_refresh_with_a_demo_that_breaks_the_rule(tmp_path):
     ids = np.arange(len(disk))
     assert len(ds) == len(disk)
     assert_tree_equal(ds.get_batch(ids), disk.get_batch(ids))
+
+
+@pytest.mark.parametrize("cache_mode", ["low_dim", None])
+@pytest.mark.parametrize("breaking", [None, 0, 3])
+def test_file_reads_of_obs_and_next_obs_match_the_file(tmp_path, cache_mode, breaking):
+    """Read from the file, a window's next_obs comes from its obs block only in demos that
+    follow the rule (found out per demo on first use); every window equals the file's."""
+    from demoset.loader.file_pair import BREAKS, FOLLOWS
+
+    path = tmp_path / "file_pair.hdf5"
+    rules = [True] * 5
+    if breaking is not None:
+        rules[breaking] = False
+    write_pair_file(path, rules)
+    ds = SequenceDataset(path, PAIR_KEYS, cache_mode=cache_mode, seq_length=4)
+    key = "agentview_image"
+    [(pair, _, _)] = [p for p in ds._pairs if p[1] == f"obs/{key}"]
+    obs_ref = read_all(path, ds.demos, f"obs/{key}")
+    next_ref = read_all(path, ds.demos, f"next_obs/{key}")
+    ids = np.arange(len(ds))
+    win = ds._index.windows(ids)
+    clean = ids[win.valid.all(axis=1)]
+    for batch_ids in ([int(i)] for i in ids):  # one window a batch: most without padding
+        batch = ds.get_batch(batch_ids)
+        flat = ds._index.windows(np.asarray(batch_ids)).flat
+        np.testing.assert_array_equal(batch["obs"][key], obs_ref[flat])
+        np.testing.assert_array_equal(batch["next_obs"][key], next_ref[flat])
+    batch = ds.get_batch(ids)  # with padding: two reads
+    np.testing.assert_array_equal(batch["next_obs"][key], next_ref[win.flat])
+    expected = [FOLLOWS if rule else BREAKS for rule in rules]
+    assert pair.rule.tolist() == expected
+    following = clean[np.asarray(expected)[win.demo[clean]] == FOLLOWS][:5]
+    batch = ds.get_batch(following)
+    assert np.shares_memory(batch["obs"][key], batch["next_obs"][key])
+    np.testing.assert_array_equal(
+        batch["next_obs"][key], next_ref[ds._index.windows(following).flat]
+    )

@@ -24,6 +24,7 @@ from demoset.format.h5io import guarded_method
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies
+from demoset.loader.file_pair import FilePair
 from demoset.loader.index import WindowIndex, Windows
 from demoset.loader.pack import RamPack, packable
 from demoset.loader.shifted import ShiftedPair
@@ -279,7 +280,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         """Decide where each array lives (`_arrays`: key -> RamArray / FileArray / ZeroArray)."""
         arrays: dict = {}
         packed: dict = {}  # cached keys with scalar or vector steps: one pack for all
-        self._pairs: list[tuple[ShiftedPair, str, str]] = []
+        self._pairs: list[tuple[ShiftedPair | FilePair, str, str]] = []
         for key in self.obs_keys if self.load_next_obs else ():
             obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
             spec = self._specs[obs_key]
@@ -325,6 +326,16 @@ class SequenceDataset(torch.utils.data.Dataset):
         self._pack_members = [
             (pack, [k for k in pack.members if k in keys]) for pack in self._packs
         ]
+        for key in self.obs_keys if self.load_next_obs else ():
+            obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
+            obs, nxt = arrays[obs_key], arrays[next_key]
+            if (
+                isinstance(obs, FileArray)
+                and isinstance(nxt, FileArray)
+                and not packable(obs.frame_shape)
+                and self._specs[next_key] == self._specs[obs_key]
+            ):  # read once where next_obs is obs one step on (see file_pair.py)
+                self._pairs.append((FilePair(obs, nxt), obs_key, next_key))
         in_packs = {k for _, members in self._pack_members for k in members}
         in_pairs = {k for _, obs_key, next_key in self._pairs for k in (obs_key, next_key)}
         self._single_keys = [k for k in keys if k not in in_packs and k not in in_pairs]

@@ -1,0 +1,84 @@
+"""An image key's obs and next_obs read from the file once, for demos where next_obs is
+obs one step on.
+
+The file-reading counterpart of `shifted.py`. Without a cache, obs and next_obs windows
+are two reads of the page cache per window, and the page cache is the slowest copy a batch
+makes. Where `next_obs[t] == obs[t + 1]` for a whole demo, a window's next observations
+are its observations one step on: a batch with no padded window reads T + 1 obs frames per
+window once (the last one from next_obs when the window reaches the demo's end), and obs
+and next_obs are two views of that block.
+
+Whether a demo follows the rule is found out the first time one of its windows is asked
+for, by reading its obs and next_obs in full and comparing them (each process does this
+once per demo: about one T-th of what an epoch reads). Batches with padding, or with a
+demo that breaks the rule, are read as two arrays as before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from demoset.loader.copying import deferred_copies
+from demoset.loader.index import Windows
+from demoset.loader.store import FileArray, new_batch_array
+
+UNKNOWN, BREAKS, FOLLOWS = -1, 0, 1
+
+
+class FilePair:
+    """obs/<key> and next_obs/<key>, both `FileArray`s, read once where the rule holds."""
+
+    def __init__(self, obs: FileArray, nxt: FileArray):
+        self.obs = obs
+        self.next = nxt
+        self.rule = np.zeros(0, dtype=np.int8)
+        """Per demo: FOLLOWS, BREAKS or UNKNOWN (not looked at yet in this process)."""
+
+    def gather(self, group: str, win: Windows) -> np.ndarray:
+        return (self.next if group == "next_obs" else self.obs).gather_windows(win)
+
+    def gather_both(self, win: Windows) -> tuple[np.ndarray, np.ndarray]:
+        """(obs, next_obs) windows: views of one block read once when the batch has no
+        padding and all its demos follow the rule, else two reads."""
+        if win.padding[0].size or not self.follows(win.demo).all():
+            return self.gather("obs", win), self.gather("next_obs", win)
+        length = win.length
+        shape = self.obs.frame_shape
+        block = new_batch_array((win.size, length + 1, *shape), self.obs.dtype)
+        demo_length = self._lengths()[win.demo]
+        begin = win.begin
+        stop = np.minimum(begin + length + 1, demo_length)
+        at_end = np.flatnonzero(stop < begin + length + 1)  # last frame: the final next_obs
+
+        def final_frames() -> None:
+            if at_end.size:
+                last = demo_length[at_end] - 1
+                demo = win.demo[at_end]
+                block[at_end, length] = self.next.gather_frames(last, demo, last)
+
+        self.obs._read(block, win.demo, begin, stop, np.zeros_like(begin), final_frames)
+        return block[:, :length], block[:, 1:]
+
+    def _lengths(self) -> np.ndarray:
+        return np.diff(np.append(self.obs.starts, self.obs.frames))
+
+    def follows(self, demos: np.ndarray) -> np.ndarray:
+        """Whether each of `demos` (positions in the dataset) follows the rule; demos not
+        looked at yet are read and compared now."""
+        count = len(self.obs.starts)
+        if len(self.rule) < count:  # demos added by refresh()
+            self.rule = np.concatenate(
+                [self.rule[:count], np.full(count - len(self.rule), UNKNOWN, dtype=np.int8)]
+            )
+        for d in np.unique(demos[self.rule[demos] == UNKNOWN]).tolist():
+            obs, nxt = self._whole(self.obs, d), self._whole(self.next, d)
+            self.rule[d] = FOLLOWS if np.array_equal(nxt[:-1], obs[1:]) else BREAKS
+        return self.rule[demos] == FOLLOWS
+
+    def _whole(self, array: FileArray, d: int) -> np.ndarray:
+        length = int(self._lengths()[d])
+        out = np.empty((1, length, *array.frame_shape), dtype=array.dtype)
+        zero = np.zeros(1, dtype=np.int64)
+        with deferred_copies():  # a block of its own: read when it ends, not with the batch
+            array._read(out, np.array([d]), zero, np.array([length]), zero)
+        return out[0]
