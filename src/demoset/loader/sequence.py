@@ -96,10 +96,11 @@ class SequenceDataset(torch.utils.data.Dataset):
     - copy_threads: threads that share a batch's big copies (image windows); None means
       up to the CPUs available (at most 4; 1 inside a DataLoader worker), using 1 or all of
       them by which has lately been faster on this machine (see `copying.py`).
-    - next_obs_views: with cache_mode "all", an image key whose next_obs is its obs one
-      step on is held once, and in a batch without padded windows its obs and next_obs
-      are two views of one block (`shifted.py`): an in-place change to one shows in the
-      other. False gives them separate memory (the same values).
+    - next_obs_views: where an image key's next_obs is its obs one step on, a batch
+      without padded windows gets its obs and next_obs as two views of one block (cached:
+      `shifted.py`, which also holds them once; from the file: `file_pair.py`): an
+      in-place change to one shows in the other. False gives them separate memory (the
+      same values).
 
     Samples (`ds[i]`) are dicts of numpy arrays like robomimic's: each dataset key
     [T, ...], "pad_mask" [T, 1] (get_pad_mask), "obs" / "next_obs" {key: [T, ...]} (with
