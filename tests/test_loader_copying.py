@@ -93,8 +93,13 @@ def test_tuner_uses_the_faster_and_keeps_trying_the_other():
     tuner.record(2, 10_000_000, 0.001)
     assert tuner.choose(2) == 1
     tuner.record(1, 10_000_000, 0.002)
-    picks = [tuner.choose(2) for _ in range(4 * Tuner.EXPLORE_EVERY)]
+    picks = [tuner.choose(2) for _ in range(16 * Tuner.EXPLORE_EVERY)]  # 2x faster: far apart
     assert picks.count(1) == 4 and picks.count(2) == len(picks) - 4
+    tuner.record(1, 10_000_000, 0.00105)  # close: the other is tried 4x as often
+    for _ in range(20):
+        tuner.record(1, 10_000_000, 0.00105)
+    picks = [tuner.choose(2) for _ in range(16 * Tuner.EXPLORE_EVERY)]
+    assert picks.count(1) == 16
     # the machine gets busy: two threads turn slower, and the tuner follows
     for _ in range(10):
         tuner.record(2, 10_000_000, 0.005)

@@ -7,8 +7,8 @@ measured on (`benchmarks/loader.py` prints both). numpy's `take` and `os.preadv`
 the GIL while they copy, so plain threads share the work; the calling thread does one part
 itself.
 
-`copy_threads(n)` sets how many threads the copies inside the block may use (with
-`tune`, the `Tuner` picks 1 or n by measured speed); `split_rows` is what a gather calls. Copies are cut into parts of at least `MIN_PART_BYTES`, since
+`copy_threads(n)` sets how many threads the copies inside the block may use (the loader
+asks the `Tuner` for 1 or n by measured speed); `split_rows` is what a gather calls. Copies are cut into parts of at least `MIN_PART_BYTES`, since
 handing a part to another thread costs microseconds; smaller copies stay in one thread.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -64,31 +63,30 @@ def auto_copy_threads() -> int:
 
 
 @contextmanager
-def copy_threads(threads: int, tune: bool = False):
-    """Within this block, `split_rows` may use up to `threads` threads (the caller's included).
-
-    With `tune`, each batch's copies use either 1 or `threads` threads, whichever has
-    lately moved bytes faster in this process (see `Tuner`).
-    """
-    saved = getattr(_setting, "threads", 1), getattr(_setting, "tune", False)
-    _setting.threads, _setting.tune = max(1, int(threads)), bool(tune)
+def copy_threads(threads: int):
+    """Within this block, `split_rows` may use up to `threads` threads (the caller's included)."""
+    saved = getattr(_setting, "threads", 1)
+    _setting.threads = max(1, int(threads))
     try:
         yield
     finally:
-        _setting.threads, _setting.tune = saved
+        _setting.threads = saved
 
 
 class Tuner:
-    """Picks 1 or n copy threads by the copy speed each has lately reached.
+    """Picks 1 or n copy threads by the speed whole batches have lately reached with each.
 
     Threads pay only when another core is free: on a busy machine, or a virtual machine
     whose host takes a virtual CPU away, two threads were measured 30 % slower than one.
-    The tuner tries both, keeps a moving average of bytes per second for each, uses the
-    faster, and tries the other again every `EXPLORE_EVERY` batches so that it follows the
-    machine as load comes and goes.
+    Part of that cost falls outside the copies themselves (a helper that has to get the
+    GIL back to go idle makes the caller wait), so the caller times whole batches. The
+    tuner tries both, keeps a moving average of bytes per second for each, uses the
+    faster, and tries the other again every `EXPLORE_EVERY` batches (4x as seldom when it
+    was more than `FAR_APART` slower) so that it follows the machine as load comes and goes.
     """
 
     EXPLORE_EVERY = 16
+    FAR_APART = 1.25  # a speed ratio beyond which the slower option is tried 4x less often
     WEIGHT = 0.25  # of the newest batch in the moving average
 
     def __init__(self) -> None:
@@ -105,7 +103,10 @@ class Tuner:
                 if option not in self.speed:
                     return option
             best, other = sorted((threads, 1), key=lambda o: -self.speed[o])
-            return other if self.batches % self.EXPLORE_EVERY == 0 else best
+            every = self.EXPLORE_EVERY
+            if self.speed[best] > self.FAR_APART * self.speed[other]:
+                every *= 4  # clearly slower: look again less often
+            return other if self.batches % every == 0 else best
 
     def record(self, threads: int, nbytes: int, seconds: float) -> None:
         if seconds <= 0:
@@ -220,10 +221,6 @@ def split_rows(
 def _finish(jobs: list[_Job]) -> None:
     threads = getattr(_setting, "threads", 1)
     parts = [(job, k) for job in jobs for k in range(len(job.bounds) - 1)]
-    tune = threads > 1 and len(parts) > 1 and getattr(_setting, "tune", False)
-    if tune:
-        threads = tuner.choose(threads)
-    started = time.perf_counter()
     if threads <= 1 or len(parts) <= 1:  # one thread: each job in one piece
         results = [[job.copy(job.bounds[0], job.bounds[-1])] for job in jobs]
     else:
@@ -232,8 +229,6 @@ def _finish(jobs: list[_Job]) -> None:
         for job in jobs:
             results.append(flat[at : at + len(job.bounds) - 1])
             at += len(job.bounds) - 1
-    if tune:
-        tuner.record(threads, sum(job.nbytes for job in jobs), time.perf_counter() - started)
     for job, result in zip(jobs, results):
         if job.after is not None:
             job.after(result)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from demoset.format.demofile import DemoFile
 from demoset.format.h5io import guarded_method
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
-from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies
+from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies, tuner
 from demoset.loader.file_pair import FilePair
 from demoset.loader.index import WindowIndex, Windows
 from demoset.loader.pack import RamPack, packable
@@ -59,6 +60,15 @@ def to_chw_float(x: np.ndarray) -> np.ndarray:
     else:
         out[...] = moved
     return out
+
+
+def _nbytes(batch: dict, key: str) -> int:
+    """Bytes of batch array `key` ("obs/agentview_image", "actions", ...)."""
+    if key in batch:  # dataset keys, "action_dict/..." included, sit at the top
+        return int(getattr(batch[key], "nbytes", 0))
+    group, _, name = key.partition("/")
+    value = batch.get(group)
+    return int(getattr(value.get(name) if isinstance(value, dict) else None, "nbytes", 0))
 
 
 class SequenceDataset(torch.utils.data.Dataset):
@@ -599,11 +609,9 @@ class SequenceDataset(torch.utils.data.Dataset):
             return parts[0]
         return np.concatenate(parts, axis=-1)
 
-    def _gather_big(self, win: Windows, raw: dict) -> None:
+    def _gather_big(self, win: Windows, raw: dict, threads: int) -> None:
         """Keys not in a pack (images, mostly): every array's copy at once, over the copy threads."""
-        auto = self.copy_threads is None
-        threads = auto_copy_threads() if auto else self.copy_threads
-        with copy_threads(threads, tune=auto), deferred_copies():
+        with copy_threads(threads), deferred_copies():
             for key in self._single_keys:
                 raw[key] = self._arrays[key].gather_windows(win)
             for pair, obs_key, next_key in self._pairs:
@@ -619,6 +627,20 @@ class SequenceDataset(torch.utils.data.Dataset):
         return self._get_batch(indices)
 
     def _get_batch(self, indices) -> dict:
+        if not (self._single_keys or self._pairs):
+            return self._build_batch(indices, 1)
+        if self.copy_threads is not None:
+            return self._build_batch(indices, self.copy_threads)
+        # automatic: 1 or all threads, by the speed whole batches reached with each lately
+        threads = tuner.choose(auto_copy_threads())
+        started = time.perf_counter()
+        out = self._build_batch(indices, threads)
+        big = self._single_keys + [k for _, o, n in self._pairs for k in (o, n)]
+        nbytes = sum(_nbytes(out, key) for key in big)
+        tuner.record(threads, nbytes, time.perf_counter() - started)
+        return out
+
+    def _build_batch(self, indices, threads: int) -> dict:
         ids = self._index.check_indices(indices)
         win = self._index.windows(ids)
         groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
@@ -628,7 +650,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             for pack, members in self._pack_members:
                 raw.update(pack.gather_columns(win, members))
             if self._single_keys or self._pairs:
-                self._gather_big(win, raw)
+                self._gather_big(win, raw, threads)
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
