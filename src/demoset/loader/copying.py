@@ -147,13 +147,12 @@ _pool = _Pool()
 
 
 class _Job:
-    __slots__ = ("bounds", "copy", "after", "nbytes")
+    __slots__ = ("bounds", "copy", "after")
 
-    def __init__(self, bounds: list[int], copy: Callable[[int, int], object], after, nbytes: int):
+    def __init__(self, bounds: list[int], copy: Callable[[int, int], object], after):
         self.bounds = bounds
         self.copy = copy
         self.after = after
-        self.nbytes = nbytes
 
 
 def _cut(rows: int, nbytes: int) -> list[int]:
@@ -210,7 +209,7 @@ def split_rows(
     none is left, so a helper the OS does not run (a busy machine, a virtual CPU the host
     took) holds back at most the one part it took.
     """
-    job = _Job(_cut(rows, nbytes) if rows else [0, 0], copy, after, nbytes)
+    job = _Job(_cut(rows, nbytes) if rows else [0, 0], copy, after)
     pending = getattr(_setting, "pending", None)
     if pending is not None:
         pending.append(job)

@@ -20,6 +20,7 @@ import numpy as np
 
 from demoset.loader.copying import deferred_copies
 from demoset.loader.index import Windows
+from demoset.loader.shifted import next_obs_follows
 from demoset.loader.store import FileArray, new_batch_array
 
 UNKNOWN, BREAKS, FOLLOWS = -1, 0, 1
@@ -72,7 +73,7 @@ class FilePair:
             )
         for d in np.unique(demos[self.rule[demos] == UNKNOWN]).tolist():
             obs, nxt = self._whole(self.obs, d), self._whole(self.next, d)
-            self.rule[d] = FOLLOWS if np.array_equal(nxt[:-1], obs[1:]) else BREAKS
+            self.rule[d] = FOLLOWS if next_obs_follows(obs, nxt) else BREAKS
         return self.rule[demos] == FOLLOWS
 
     def _whole(self, array: FileArray, d: int) -> np.ndarray:

@@ -287,20 +287,29 @@ class SequenceDataset(torch.utils.data.Dataset):
         is_obs = key.startswith("obs/") or key.startswith("next_obs/")
         return not (is_obs and is_image_like(spec[0]))
 
+    def _pairable(self, key: str) -> bool:
+        """obs and next_obs of `key` are frames (not vectors) of one shape and dtype, both
+        cached or both read from the file: they may share memory (shifted.py, file_pair.py)."""
+        if not self.load_next_obs:
+            return False
+        obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
+        spec = self._specs[obs_key]
+        return (
+            not packable(spec[0])
+            and self._specs[next_key] == spec
+            and self._cached(obs_key) == self._cached(next_key)
+        )
+
     def _plan_arrays(self) -> None:
         """Decide where each array lives (`_arrays`: key -> RamArray / FileArray / ZeroArray)."""
         arrays: dict = {}
         packed: dict = {}  # cached keys with scalar or vector steps: one pack for all
         self._pairs: list[tuple[ShiftedPair | FilePair, str, str]] = []
-        for key in self.obs_keys if self.load_next_obs else ():
+        pairable = [key for key in self.obs_keys if self._pairable(key)]
+        for key in pairable:
             obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
             spec = self._specs[obs_key]
-            if (
-                self._cached(obs_key)
-                and self._cached(next_key)
-                and not packable(spec[0])
-                and self._specs[next_key] == spec
-            ):  # held once while next_obs is obs one step on (see shifted.py)
+            if self._cached(obs_key):  # held once while next_obs is obs one step on
                 pair = ShiftedPair(key, spec[0], spec[1])
                 arrays[obs_key], arrays[next_key] = pair.side("obs"), pair.side("next_obs")
                 arrays[f"\0pair/{key}"] = pair  # loaded, grown and counted like any array
@@ -337,15 +346,10 @@ class SequenceDataset(torch.utils.data.Dataset):
         self._pack_members = [
             (pack, [k for k in pack.members if k in keys]) for pack in self._packs
         ]
-        for key in self.obs_keys if self.load_next_obs else ():
+        for key in pairable:
             obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
             obs, nxt = arrays[obs_key], arrays[next_key]
-            if (
-                isinstance(obs, FileArray)
-                and isinstance(nxt, FileArray)
-                and not packable(obs.frame_shape)
-                and self._specs[next_key] == self._specs[obs_key]
-            ):  # read once where next_obs is obs one step on (see file_pair.py)
+            if isinstance(obs, FileArray):  # read once where next_obs is obs one step on
                 self._pairs.append((FilePair(obs, nxt), obs_key, next_key))
         in_packs = {k for _, members in self._pack_members for k in members}
         in_pairs = {k for _, obs_key, next_key in self._pairs for k in (obs_key, next_key)}

@@ -30,6 +30,11 @@ from demoset.loader.store import (
 )
 
 
+def next_obs_follows(obs: np.ndarray, nxt: np.ndarray) -> bool:
+    """The rule: a demo's next_obs is its obs one step on (`next_obs[t] == obs[t + 1]`)."""
+    return bool(np.array_equal(nxt[:-1], obs[1:]))
+
+
 class ShiftedPair:
     """obs/<key> and next_obs/<key> of the selected demos, held once when the rule holds."""
 
@@ -114,7 +119,7 @@ class ShiftedPair:
         return out
 
     def _add(self, obs: np.ndarray, nxt: np.ndarray) -> None:
-        if self.split is None and not np.array_equal(nxt[:-1], obs[1:]):
+        if self.split is None and not next_obs_follows(obs, nxt):
             self._split()
         if self.split is not None:
             self.split[0].extend(obs)
