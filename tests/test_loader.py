@@ -293,6 +293,9 @@ def test_getitems_works_with_default_collate_and_with_collate(image_file):
     with pytest.raises(IndexError):
         ds.get_batch([len(ds)])
     assert ds[-1]["index"] == len(ds) - 1
+    assert ds.get_batch([0, -len(ds), -1, 2])["index"].tolist() == [0, 0, len(ds) - 1, 2]
+    with pytest.raises(IndexError):
+        ds.get_batch([0, -len(ds) - 1])
 
 
 def _numpy(tree):

@@ -196,7 +196,8 @@ class WindowIndex:
         else:
             ids = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self)
-        if ids.size:
+        # one reduction for the usual case: as unsigned, a negative index is huge too
+        if ids.size and int(ids.view(np.uint64).max()) >= n:
             low, high = int(ids.min()), int(ids.max())
             if low < -n or high >= n:
                 bad = int(ids[(ids < -n) | (ids >= n)][0])
