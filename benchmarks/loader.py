@@ -7,32 +7,39 @@ Builds two files with demoset's writer (nothing is downloaded):
 - image: the same low-dim keys plus two 84x84 cameras (agentview_image,
   robot0_eye_in_hand_image), uncompressed (contiguous), 20 demos x 150 steps by default.
 
-Every measurement runs in a fresh Python process (so resident memory is not blurred by
-the allocator's reuse), after building the same loader once on a 2-demo file (so one-time
-library costs are not charged to the dataset) and one untimed pass that brings the file
-into the page cache.
 Both loaders get the same window configuration (seq_length 10, frame_stack 1, padding on,
 load_next_obs True as robomimic's default) and are read through a torch DataLoader with no
 workers and a shuffled sampler: robomimic with torch's default collate (as robomimic's
-train script does), demoset with `collate_fn=demoset.loader.collate`. Reported:
+train script does), demoset with `collate_fn=demoset.loader.collate`.
 
-- samples/s over a fixed number of batches (robomimic: fewer batches, it is slower);
+Speed (samples/s): the loaders of a case run side by side in one process, taking turns of
+`--slice` seconds (0.5) for `--rounds` rounds (16), the order turning each round. Each
+round gives each loader's rate and the ratio of those rates; the report gives the median
+over rounds and the 10th-90th percentile of the ratio. Turns seconds apart share the
+machine's state, so the ratio does not depend on which minute of a shared machine's load
+each loader happened to get, as it did when each loader ran in its own process minutes
+apart.
+
+Start-up and memory run in fresh Python processes (so resident memory is not blurred by
+the allocator's reuse), after building the same loader once on a 2-demo file (so one-time
+library costs are not charged to the dataset) and one untimed pass that brings the file
+into the page cache:
+
 - start-up: the constructor's wall time (robomimic's "all" includes its get_item cache);
 - memory: growth of the process's resident set (psutil RSS, after gc and malloc_trim)
   across the constructor;
+- demoset's batch fetch alone (`get_batch`, no DataLoader);
 - workers: private memory (USS: pages no other process shares) of 2 DataLoader workers
   over a dataset cached in shared memory, against the resident set of one process that
   read the same batches alone. It includes the batches each worker prepares ahead
   (prefetch_factor 2).
 
-Each case runs `--repeat` times (default 3) with the two loaders taking turns, and the
-best run of each counts, so that load from other jobs on a shared machine does not decide
-the ratio.
-
 Image cases run demoset a second time with `copy_threads=1` (what the copy threads add),
-and the copy ceiling is measured with 1 and 2 threads.
+and the copy ceiling (moving one batch's bytes once, nothing else) takes turns with
+them, with 1 and 2 threads, from RAM beside cache "all" and from the page cache beside
+"low_dim".
 
-Run: `.venv/bin/python benchmarks/loader.py` (about 8-10 minutes; `--quick` for less,
+Run: `.venv/bin/python benchmarks/loader.py` (about 6-8 minutes; `--quick` for less,
 `--only images` for the cases whose name has that text).
 """
 
@@ -46,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -217,6 +225,86 @@ def measure(spec: dict) -> dict:
     return out
 
 
+def batches_of(loader) -> Callable[[], int]:
+    """A step that takes the loader's next batch (a new epoch when one ends); returns its size."""
+    state = [iter(loader)]
+
+    def step() -> int:
+        try:
+            batch = next(state[0])
+        except StopIteration:
+            state[0] = iter(loader)
+            batch = next(state[0])
+        return len(batch["actions"])
+
+    return step
+
+
+def measure_interleaved(spec: dict) -> dict:
+    """Runs in a child process: every loader of a case, side by side, in short turns.
+
+    Each loader gets its own DataLoader (as in `measure`). Round after round, each loader
+    reads batches for `slice_s` seconds (at least one batch), the order turning by one
+    place each round and a garbage collection between turns. A round's rates were measured
+    seconds apart, so the ratio of two loaders in one round is hardly touched by load that
+    comes and goes over minutes; the report takes the median over rounds.
+    Returns {label: [samples/s of each round]}.
+    """
+    import contextlib
+    import io
+
+    import torch
+
+    steps: dict[str, Callable[[], int]] = {}
+    for entry in spec["loaders"]:
+        if entry["which"] == "ceiling":
+            steps[entry["label"]] = copy_ceiling(
+                entry["path"], spec["batch_size"], entry["threads"], entry["source"]
+            )
+            continue
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ds = make_dataset(
+                entry["which"],
+                entry["path"],
+                spec["obs_keys"],
+                entry["cache_mode"],
+                entry.get("copy_threads"),
+            )
+        kwargs = {}
+        if entry["which"] == "demoset":
+            from demoset.loader import collate
+
+            kwargs["collate_fn"] = collate
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=spec["batch_size"],
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
+        )
+        steps[entry["label"]] = batches_of(loader)
+
+    def turn(label: str, seconds: float) -> float:
+        step = steps[label]
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            n += step()
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds:
+                return n / elapsed
+
+    labels = list(steps)
+    for label in labels:  # untimed: lazy opens, first allocations, the copy tuner's start
+        turn(label, spec["slice_s"])
+    rates: dict[str, list[float]] = {label: [] for label in labels}
+    for r in range(spec["rounds"]):
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+            gc.collect()
+            rates[label].append(turn(label, spec["slice_s"]))
+    return rates
+
+
 def measure_single_process(spec: dict) -> dict:
     """RSS of one process that read the same batches without workers (the workers' yardstick)."""
     import psutil
@@ -243,50 +331,48 @@ def measure_single_process(spec: dict) -> dict:
     return {"rss": info.rss, "uss": info.uss}
 
 
-def measure_copy_ceiling(spec: dict) -> dict:
-    """How fast this machine can move one image batch's bytes once, from RAM and from the
-    page cache, with 1 and 2 threads: the bound on any loader that hands out batches in
-    fresh memory.
+def copy_ceiling(path: str, batch_size: int, threads: int, source: str) -> Callable[[], int]:
+    """A step that moves one image batch's bytes once and does nothing else: the bound on
+    any loader that hands out batches in fresh memory. Returns the samples it stands for.
 
     Gathers random 10-step windows of four 84x84x3 arrays (two cameras, obs and next_obs)
-    into reused output arrays with numpy (RAM) and with os.preadv from the image file
-    (page cache), at batch 16, like the image cases; with 2 threads each thread moves two
-    of the four arrays.
+    into reused output arrays, at `batch_size` windows each: with numpy take from arrays in
+    RAM as big as the file (source "ram"), or with os.preadv from the image file, which
+    the page cache holds (source "file"). With 2 threads each thread moves two of the four.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    path, bs, batches = spec["path"], spec["batch_size"], spec["batches"]
     frame = 84 * 84 * 3
-    frames = os.path.getsize(path) // frame // 4
+    size = os.path.getsize(path)
+    frames = size // frame // 4
     rng = np.random.default_rng(0)
-    caches = [rng.integers(0, 256, (frames, 84, 84, 3), dtype=np.uint8) for _ in range(4)]
-    outs = [np.ones((bs * SEQ_LENGTH, 84, 84, 3), dtype=np.uint8) for _ in range(4)]
-    windows = [[out[i * SEQ_LENGTH : (i + 1) * SEQ_LENGTH] for i in range(bs)] for out in outs]
-    fd = os.open(path, os.O_RDONLY)
-    size = os.fstat(fd).st_size
+    outs = [np.ones((batch_size * SEQ_LENGTH, 84, 84, 3), dtype=np.uint8) for _ in range(4)]
+    if source == "ram":
+        caches = [rng.integers(0, 256, (frames, 84, 84, 3), dtype=np.uint8) for _ in range(4)]
+        high = frames - SEQ_LENGTH
 
-    def from_ram(k: int, starts: np.ndarray) -> None:
-        flat = (starts[:, None] + np.arange(SEQ_LENGTH)).ravel()
-        caches[k].take(flat, axis=0, out=outs[k], mode="clip")
+        def move(k: int, starts: np.ndarray) -> None:
+            flat = (starts[:, None] + np.arange(SEQ_LENGTH)).ravel()
+            caches[k].take(flat, axis=0, out=outs[k], mode="clip")
 
-    def from_file(k: int, starts: np.ndarray) -> None:
-        for place, start in zip(windows[k], starts):
-            os.preadv(fd, [place], int(start))
+    else:
+        fd = os.open(path, os.O_RDONLY)
+        windows = [
+            [o[i * SEQ_LENGTH : (i + 1) * SEQ_LENGTH] for i in range(batch_size)] for o in outs
+        ]
+        high = size - SEQ_LENGTH * frame
 
-    out = {}
-    for threads in (1, 2):
-        with ThreadPoolExecutor(threads) as pool:
-            for name, move, high in (
-                ("ram", from_ram, frames - SEQ_LENGTH),
-                ("file", from_file, size - SEQ_LENGTH * frame),
-            ):
-                t0 = time.perf_counter()
-                for _ in range(batches):
-                    starts = rng.integers(0, high, (4, bs))
-                    list(pool.map(move, range(4), starts))
-                out[f"{name}_{threads}"] = batches * bs / (time.perf_counter() - t0)
-    os.close(fd)
-    return out
+        def move(k: int, starts: np.ndarray) -> None:
+            for place, start in zip(windows[k], starts):
+                os.preadv(fd, [place], int(start))
+
+    pool = ThreadPoolExecutor(threads)
+
+    def step() -> int:
+        list(pool.map(move, range(4), rng.integers(0, high, (4, batch_size))))
+        return batch_size
+
+    return step
 
 
 def run_child(spec: dict) -> dict:
@@ -306,33 +392,51 @@ def fmt_mb(n: float) -> str:
     return f"{n / 2**20:8.1f} MB"
 
 
+def paired(rates: dict, label: str, base: str) -> list[float]:
+    """Per-round ratios of loader `label` to loader `base` (rates of one round)."""
+    return [a / b for a, b in zip(rates[label], rates[base])]
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(median, 10th percentile, 90th percentile)."""
+    med, lo, hi = np.percentile(values, [50, 10, 90])
+    return float(med), float(lo), float(hi)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help="where to write the benchmark files (default: a temp dir)")
     parser.add_argument("--image-demos", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="fewer batches (noisier)")
+    parser.add_argument("--quick", action="store_true", help="fewer batches and rounds (noisier)")
     parser.add_argument("--only", default="", help="run only the cases whose name has this text")
+    parser.add_argument(
+        "--rounds", type=int, default=16, help="rounds of turns in the speed runs (default 16)"
+    )
+    parser.add_argument(
+        "--slice", type=float, default=0.5, help="seconds of each loader's turn (default 0.5)"
+    )
     parser.add_argument(
         "--repeat",
         type=int,
-        default=3,
-        help="runs of each loader per case, taking turns; the best counts (default 3)",
+        default=1,
+        help="fresh-process runs of each loader per case for start-up and memory (default 1)",
     )
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
         fn = (
-            measure_copy_ceiling
-            if spec.get("ceiling")
-            else measure_single_process
+            measure_single_process
             if spec.get("single")
+            else measure_interleaved
+            if spec.get("loaders")
             else measure
         )
         print(json.dumps(fn(spec)))
         return 0
 
     scale = 0.3 if args.quick else 1.0
+    rounds = max(int(args.rounds * (0.5 if args.quick else 1.0)), 3)
     workdir = args.dir or tempfile.mkdtemp(prefix="demoset-bench-")
     low_path = os.path.join(workdir, "lowdim.hdf5")
     img_path = os.path.join(workdir, "image.hdf5")
@@ -355,51 +459,82 @@ def main() -> int:
 
     cases = [
         # name, path, keys, cache mode, batch size, robomimic batches, demoset batches
-        ("low-dim, cache all", low_path, low_keys, "all", 100, b(300), b(3000)),
-        ("images, cache low_dim", img_path, img_keys, "low_dim", 16, b(60), b(600)),
-        ("images, cache None", img_path, img_keys, None, 16, b(40), b(600)),
-        ("images, cache all", img_path, img_keys, "all", 16, b(300), b(600)),
+        ("low-dim, cache all", low_path, low_keys, "all", 100, b(100), b(1000)),
+        ("images, cache low_dim", img_path, img_keys, "low_dim", 16, b(20), b(200)),
+        ("images, cache None", img_path, img_keys, None, 16, b(20), b(200)),
+        ("images, cache all", img_path, img_keys, "all", 16, b(100), b(200)),
     ]
-    results = {}
-
-    def better(old: dict | None, new: dict) -> dict:
-        """Best of the repeats: the fastest run's figures, the shortest start-up."""
-        if old is None:
-            return new
-        best = dict(new if new["samples_per_s"] > old["samples_per_s"] else old)
-        best["startup_s"] = min(old["startup_s"], new["startup_s"])
-        return best
-
     cases = [c for c in cases if args.only in c[0]]
+
+    # 1. fresh processes: start-up, memory, get_batch alone (speed comes from step 2)
+    alone = {}
     for name, path, keys, mode, bs, rm_batches, ds_batches in cases:
-        loaders = [("robomimic", rm_batches, None), ("demoset", ds_batches, None)]
-        if path == img_path:  # demoset with one copy thread too: what the threads add
-            loaders.append(("demoset 1t", ds_batches, 1))
-        # the loaders take turns, so a burst of load from other jobs hits them alike
         for _ in range(args.repeat):
-            for label, batches, threads in loaders:
+            for label, batches in (("robomimic", rm_batches), ("demoset", ds_batches)):
                 spec = dict(
-                    which=label.split()[0],
+                    which=label,
                     path=path,
                     warmup_path=warm_path,
                     obs_keys=keys,
                     cache_mode=mode,
                     batch_size=bs,
                     batches=batches,
-                    copy_threads=threads,
                 )
                 r = run_child(spec)
-                results[(name, label)] = better(results.get((name, label)), r)
+                old = alone.get((name, label))
+                if old is not None:  # the shortest start-up, the smallest growth
+                    r["startup_s"] = min(r["startup_s"], old["startup_s"])
+                    r["rss_delta"] = min(r["rss_delta"], old["rss_delta"])
+                alone[(name, label)] = r
                 print(
-                    f"  {name:24s} {label:10s} {r['samples_per_s']:12,.0f} samples/s  start-up {r['startup_s']:6.2f} s  RSS +{fmt_mb(r['rss_delta'])}",
+                    f"  {name:24s} {label:10s} start-up {r['startup_s']:6.2f} s  RSS +{fmt_mb(r['rss_delta'])}"
+                    f"  (alone: {r['samples_per_s']:,.0f} samples/s)",
                     flush=True,
                 )
-    if len(cases) < 4:  # a partial run (--only): the table of what ran, no verdicts
-        for (name, label), r in results.items():
-            print(f"{name:24s} {label:10s} {r['samples_per_s']:12,.0f} samples/s")
+
+    # 2. speed: the loaders of a case side by side in one process, taking short turns
+    speed = {}
+    for name, path, keys, mode, bs, _, _ in cases:
+        entries = [dict(label="robomimic", which="robomimic", path=path, cache_mode=mode)]
+        if mode == "all" and path == img_path:  # the "all" target is against file reads
+            entries.append(
+                dict(label="robomimic file", which="robomimic", path=path, cache_mode="low_dim")
+            )
+        entries.append(dict(label="demoset", which="demoset", path=path, cache_mode=mode))
+        if path == img_path:  # what the copy threads add
+            entries.append(
+                dict(
+                    label="demoset 1t", which="demoset", path=path, cache_mode=mode, copy_threads=1
+                )
+            )
+        if path == img_path and mode in ("all", "low_dim"):  # the copy ceiling, in the same rounds
+            source = "ram" if mode == "all" else "file"
+            for threads in (1, 2):
+                entries.append(
+                    dict(
+                        label=f"copy {threads}t",
+                        which="ceiling",
+                        path=path,
+                        source=source,
+                        threads=threads,
+                    )
+                )
+        spec = dict(
+            loaders=entries, obs_keys=keys, batch_size=bs, rounds=rounds, slice_s=args.slice
+        )
+        speed[name] = run_child(spec)
+        med = {label: float(np.median(v)) for label, v in speed[name].items()}
+        print(
+            f"  {name:24s} " + "  ".join(f"{label} {rate:,.0f}/s" for label, rate in med.items()),
+            flush=True,
+        )
+    if len(cases) < 4:  # a partial run (--only): what ran, no verdicts
+        for name in speed:
+            rm = "robomimic file" if "robomimic file" in speed[name] else "robomimic"
+            med, lo, hi = spread(paired(speed[name], "demoset", rm))
+            print(f"{name:24s} demoset / {rm}: {med:.1f}x (rounds: {lo:.1f}-{hi:.1f}x)")
         return 0
 
-    ceiling = run_child({"ceiling": True, "path": img_path, "batch_size": 16, "batches": b(300)})
     workers = {}
     for name, path, keys, bs in (
         ("low-dim", low_path, low_keys, 100),
@@ -420,24 +555,40 @@ def main() -> int:
     print(
         f"selected arrays: low-dim file {fmt_mb(low_bytes)} (obs + next_obs + actions); image file images {fmt_mb(img_bytes)} (obs + next_obs)"
     )
-    header = f"{'case':24s} | {'robomimic/s':>12s} {'demoset/s':>12s} {'ratio':>7s} | {'1 thread/s':>10s} {'ratio':>6s} | {'rm start':>8s} {'ds start':>8s} | {'rm RSS':>11s} {'ds RSS':>11s} | {'ds get_batch/s':>14s}"
+    print(
+        f"speed: {rounds} rounds of {args.slice:g} s turns per loader in one process; samples/s are medians "
+        "over rounds, ratios the median of each round's ratio [10th-90th percentile]"
+    )
+    header = f"{'case':24s} | {'robomimic/s':>12s} {'demoset/s':>12s} {'ratio':>20s} | {'1 thread':>20s} | {'rm start':>8s} {'ds start':>8s} | {'rm RSS':>11s} {'ds RSS':>11s} | {'ds get_batch/s':>14s}"
     print(header)
     print("-" * len(header))
+    ratios = {}
     for name, *_ in cases:
-        rm, ds = results[(name, "robomimic")], results[(name, "demoset")]
-        one = results.get((name, "demoset 1t"))
-        single = (
-            f"{one['samples_per_s']:10,.0f} {one['samples_per_s'] / rm['samples_per_s']:5.1f}x"
-            if one
-            else f"{'-':>10s} {'':6s}"
+        rates = speed[name]
+        base = "robomimic file" if "robomimic file" in rates else "robomimic"
+        ratios[name] = spread(paired(rates, "demoset", base))
+        med, lo, hi = ratios[name]
+        one = (
+            "{:5.1f}x [{:.1f}-{:.1f}]".format(*spread(paired(rates, "demoset 1t", base)))
+            if "demoset 1t" in rates
+            else "-"
         )
+        rm_a, ds_a = alone[(name, "robomimic")], alone[(name, "demoset")]
         print(
-            f"{name:24s} | {rm['samples_per_s']:12,.0f} {ds['samples_per_s']:12,.0f} {ds['samples_per_s'] / rm['samples_per_s']:6.1f}x | {single} | "
-            f"{rm['startup_s']:7.2f}s {ds['startup_s']:7.2f}s | {fmt_mb(rm['rss_delta'])} {fmt_mb(ds['rss_delta'])} | {ds['get_batch_per_s']:14,.0f}"
+            f"{name:24s} | {np.median(rates[base]):12,.0f} {np.median(rates['demoset']):12,.0f} "
+            f"{f'{med:5.1f}x [{lo:.1f}-{hi:.1f}]':>20s} | {one:>20s} | "
+            f"{rm_a['startup_s']:7.2f}s {ds_a['startup_s']:7.2f}s | {fmt_mb(rm_a['rss_delta'])} {fmt_mb(ds_a['rss_delta'])} | {ds_a['get_batch_per_s']:14,.0f}"
         )
+    all_rates = speed["images, cache all"]
+    vs_all = spread(paired(all_rates, "demoset", "robomimic"))
+    print(
+        "images, cache all is against robomimic reading images from the file (its low_dim mode); "
+        f'against robomimic\'s own "all" ({np.median(all_rates["robomimic"]):,.0f}/s): '
+        "{:.1f}x [{:.1f}-{:.1f}]".format(*vs_all)
+    )
     print(
         "demoset splits big copies over the CPUs it may use (here "
-        f"{results[('images, cache all', 'demoset')]['copy_threads']}); '1 thread' is copy_threads=1."
+        f"{alone[('images, cache all', 'demoset')]['copy_threads']}); '1 thread' is copy_threads=1."
     )
     print()
 
@@ -445,15 +596,15 @@ def main() -> int:
         return "MET " if ok else "MISS"
 
     low_rm, low_ds = (
-        results[("low-dim, cache all", "robomimic")],
-        results[("low-dim, cache all", "demoset")],
+        alone[("low-dim, cache all", "robomimic")],
+        alone[("low-dim, cache all", "demoset")],
     )
-    file_rm = results[("images, cache low_dim", "robomimic")]
+    low_rm_rate = float(np.median(speed["low-dim, cache all"]["robomimic"]))
     lines = [
         (
-            low_ds["samples_per_s"] >= 20 * low_rm["samples_per_s"],
-            f"low-dim all: {low_ds['samples_per_s'] / low_rm['samples_per_s']:.1f}x robomimic samples/s through the DataLoader "
-            f"(target >= 20x); demoset's batch fetch alone (get_batch) {low_ds['get_batch_per_s'] / low_rm['samples_per_s']:.1f}x",
+            ratios["low-dim, cache all"][0] >= 20,
+            f"low-dim all: {ratios['low-dim, cache all'][0]:.1f}x robomimic samples/s through the DataLoader "
+            f"(target >= 20x); demoset's batch fetch alone (get_batch) {low_ds['get_batch_per_s'] / low_rm_rate:.1f}x",
         ),
         (
             low_ds["rss_delta"] <= 1.25 * low_bytes,
@@ -466,16 +617,15 @@ def main() -> int:
     ]
     for mode in ("low_dim", None):
         name = f"images, cache {mode}"
-        rm, ds = results[(name, "robomimic")], results[(name, "demoset")]
         lines.append(
             (
-                ds["samples_per_s"] >= 10 * rm["samples_per_s"],
-                f"images {mode}: {ds['samples_per_s'] / rm['samples_per_s']:.1f}x robomimic {mode} (target >= 10x)",
+                ratios[name][0] >= 10,
+                f"images {mode}: {ratios[name][0]:.1f}x robomimic {mode} (target >= 10x)",
             )
         )
     all_rm, all_ds = (
-        results[("images, cache all", "robomimic")],
-        results[("images, cache all", "demoset")],
+        alone[("images, cache all", "robomimic")],
+        alone[("images, cache all", "demoset")],
     )
     lines += [
         (
@@ -483,32 +633,38 @@ def main() -> int:
             f"images all: memory {all_ds['rss_delta'] / img_bytes:.2f}x the image bytes (target <= 1.1x); robomimic all {all_rm['rss_delta'] / img_bytes:.2f}x",
         ),
         (
-            all_ds["samples_per_s"] >= 20 * file_rm["samples_per_s"],
-            f"images all: {all_ds['samples_per_s'] / file_rm['samples_per_s']:.1f}x robomimic reading images from the file (target >= 20x); {all_ds['samples_per_s'] / all_rm['samples_per_s']:.1f}x robomimic all",
+            ratios["images, cache all"][0] >= 20,
+            f"images all: {ratios['images, cache all'][0]:.1f}x robomimic reading images from the file (target >= 20x); {vs_all[0]:.1f}x robomimic all",
         ),
     ]
-    for name, (alone, with_workers, bs) in workers.items():
+    for name, (single, with_workers, bs) in workers.items():
         added = with_workers["worker_uss"]
         lines.append(
             (
-                added < 0.1 * alone["rss"],
+                added < 0.1 * single["rss"],
                 f"{name} cache all, batch {bs}: 2 DataLoader workers add {fmt_mb(added).strip()} of private memory (USS) to one "
-                f"process of {fmt_mb(alone['rss']).strip()} RSS ({added / alone['rss']:.1%}; target < 10%)",
+                f"process of {fmt_mb(single['rss']).strip()} RSS ({added / single['rss']:.1%}; target < 10%)",
             )
         )
     for ok, text in lines:
         print(f"[{verdict(ok)}] {text}")
     batch_bytes = 16 * SEQ_LENGTH * len(CAMERAS) * 2 * 84 * 84 * 3
-    file_ds = results[("images, cache low_dim", "demoset")]
-    rm_file = file_rm["samples_per_s"]
+    ram, page = speed["images, cache all"], speed["images, cache low_dim"]
+
+    def part(rates: dict, label: str, base: str) -> str:
+        return "{:.0%} [{:.0%}-{:.0%}]".format(*spread(paired(rates, label, base)))
+
     print(
-        f"\ncopy ceiling: one image batch (16 x {SEQ_LENGTH} steps, {len(CAMERAS)} cameras, obs + next_obs) is "
-        f"{fmt_mb(batch_bytes).strip()}. Moving those bytes once, with nothing else done, this machine reaches "
-        f"from RAM {ceiling['ram_1']:,.0f} samples/s with 1 thread ({ceiling['ram_1'] / rm_file:.1f}x robomimic low_dim), "
-        f"{ceiling['ram_2']:,.0f} with 2 ({ceiling['ram_2'] / rm_file:.1f}x); from the page cache {ceiling['file_1']:,.0f} "
-        f"({ceiling['file_1'] / rm_file:.1f}x) and {ceiling['file_2']:,.0f} ({ceiling['file_2'] / rm_file:.1f}x). "
-        f"demoset: images all {all_ds['samples_per_s'] / ceiling['ram_2']:.0%} of the 2-thread RAM ceiling, images low_dim "
-        f"{file_ds['samples_per_s'] / ceiling['file_2']:.0%} of the 2-thread page-cache ceiling."
+        f"\ncopy ceiling, in the same rounds as the loaders: one image batch (16 x {SEQ_LENGTH} steps, "
+        f"{len(CAMERAS)} cameras, obs + next_obs) is {fmt_mb(batch_bytes).strip()}. Moving those bytes once, "
+        f"with nothing else done, reached from RAM {np.median(ram['copy 1t']):,.0f} samples/s with 1 thread and "
+        f"{np.median(ram['copy 2t']):,.0f} with 2 "
+        "({:.1f}x [{:.1f}-{:.1f}] robomimic from the file); ".format(
+            *spread(paired(ram, "copy 2t", "robomimic file"))
+        )
+        + f"from the page cache {np.median(page['copy 1t']):,.0f} and {np.median(page['copy 2t']):,.0f}. "
+        f"demoset: images all {part(ram, 'demoset', 'copy 2t')} of the 2-thread RAM ceiling, "
+        f"images low_dim {part(page, 'demoset', 'copy 2t')} of the 2-thread page-cache ceiling."
     )
     return 0
 
