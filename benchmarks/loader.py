@@ -145,12 +145,30 @@ def make_dataset(which: str, path: str, obs_keys: list[str], cache_mode, copy_th
     )
 
 
+def make_loader(which: str, ds, batch_size: int, workers: int = 0):
+    """The shuffled DataLoader both loaders are read through (demoset with its collate)."""
+    import torch
+
+    kwargs = {}
+    if which == "demoset":
+        from demoset.loader import collate
+
+        kwargs["collate_fn"] = collate
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        **kwargs,
+    )
+
+
 def measure(spec: dict) -> dict:
     """Runs in a child process: construct, read batches, report figures."""
     import contextlib
     import io
-
-    import torch
 
     which, path, obs_keys = spec["which"], spec["path"], spec["obs_keys"]
     # import both libraries' modules and wake HDF5 up before the baseline, so that the
@@ -179,20 +197,7 @@ def measure(spec: dict) -> dict:
         ds = make_dataset(which, path, obs_keys, spec["cache_mode"], spec.get("copy_threads"))
     startup = time.perf_counter() - t0
     mem = rss() - base
-    kwargs = {}
-    if which == "demoset":
-        from demoset.loader import collate
-
-        kwargs["collate_fn"] = collate
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=spec["batch_size"],
-        shuffle=True,
-        generator=torch.Generator().manual_seed(0),
-        num_workers=spec.get("workers", 0),
-        persistent_workers=spec.get("workers", 0) > 0,
-        **kwargs,
-    )
+    loader = make_loader(which, ds, spec["batch_size"], spec.get("workers", 0))
     out = {"startup_s": startup, "rss_delta": mem, "len": len(ds)}
     it = iter(loader)
     next(it)  # first batch untimed (worker start-up, lazy file opens)
@@ -253,8 +258,6 @@ def measure_interleaved(spec: dict) -> dict:
     import contextlib
     import io
 
-    import torch
-
     steps: dict[str, Callable[[], int]] = {}
     for entry in spec["loaders"]:
         if entry["which"] == "ceiling":
@@ -270,19 +273,7 @@ def measure_interleaved(spec: dict) -> dict:
                 entry["cache_mode"],
                 entry.get("copy_threads"),
             )
-        kwargs = {}
-        if entry["which"] == "demoset":
-            from demoset.loader import collate
-
-            kwargs["collate_fn"] = collate
-        loader = torch.utils.data.DataLoader(
-            ds,
-            batch_size=spec["batch_size"],
-            shuffle=True,
-            generator=torch.Generator().manual_seed(0),
-            **kwargs,
-        )
-        steps[entry["label"]] = batches_of(loader)
+        steps[entry["label"]] = batches_of(make_loader(entry["which"], ds, spec["batch_size"]))
 
     def turn(label: str, seconds: float) -> float:
         step = steps[label]
