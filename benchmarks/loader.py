@@ -650,7 +650,7 @@ def main() -> int:
     low_rm_rate = float(np.median(speed["low-dim, cache all"]["robomimic"]))
     lines = [
         (
-            ratios["low-dim, cache all"][0] >= 20,
+            ratios["low-dim, cache all"][0] >= TARGETS["low-dim, cache all"],
             f"low-dim all: {ratios['low-dim, cache all'][0]:.1f}x robomimic samples/s through the DataLoader "
             f"(target >= 20x); demoset's batch fetch alone (get_batch) {low_ds['get_batch_per_s'] / low_rm_rate:.1f}x",
         ),
@@ -667,7 +667,7 @@ def main() -> int:
         name = f"images, cache {mode}"
         lines.append(
             (
-                ratios[name][0] >= 10,
+                ratios[name][0] >= TARGETS[name],
                 f"images {mode}: {ratios[name][0]:.1f}x robomimic {mode} (target >= 10x)",
             )
         )
@@ -681,7 +681,7 @@ def main() -> int:
             f"images all: memory {all_ds['rss_delta'] / img_bytes:.2f}x the image bytes (target <= 1.1x); robomimic all {all_rm['rss_delta'] / img_bytes:.2f}x",
         ),
         (
-            ratios["images, cache all"][0] >= 20,
+            ratios["images, cache all"][0] >= TARGETS["images, cache all"],
             f"images all: {ratios['images, cache all'][0]:.1f}x robomimic reading images from the file (target >= 20x); {vs_all[0]:.1f}x robomimic all",
         ),
     ]

@@ -64,9 +64,7 @@ class RamPack(RamArray):
 
     def typed(self, rows: np.ndarray, key: str) -> np.ndarray:
         """Key `key` of byte rows (n, row bytes) as a typed (n, *frame shape) view."""
-        a, b = self.columns[key]
-        shape, _, served = self.members[key]
-        return rows[:, a:b].view(served).reshape(len(rows), *shape)
+        return rows.view(self._record)[:, 0][key]
 
     def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
         """Make room for `demos` and read every member key (see `RamArray.append`)."""
