@@ -1,9 +1,11 @@
 """Batch copies shared by threads (demoset.loader.copying): every row copied once, errors
-raised only after every part has finished, the tuner following measured speed, and batches
+raised only after every part has finished, the tuner following measured speed, gathers from
+RAM on torch's threads (never in a forked child, where they would hang), and batches
 identical whatever the number of threads."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 
@@ -17,6 +19,7 @@ from demoset.loader.copying import (
     copy_threads,
     deferred_copies,
     split_rows,
+    torch_take,
 )
 
 from conftest import write_dataset
@@ -84,6 +87,48 @@ def test_an_error_is_raised_after_every_part_has_finished():
     count = len(finished)
     time.sleep(0.05)
     assert len(finished) == count
+
+
+@pytest.fixture
+def two_torch_threads():
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _take_in_child(source, rows, out, queue) -> None:
+    with copy_threads(2):
+        used = torch_take(source, rows, out)
+    if not used:
+        source.take(rows, axis=0, out=out)
+    queue.put((used, bool(np.array_equal(out, source[rows]))))
+
+
+def test_torch_take_gathers_like_numpy_and_never_in_a_forked_child(two_torch_threads):
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, (400, 64, 64, 3), dtype=np.uint8)
+    rows = rng.integers(0, len(source), 300)
+    out = np.zeros((len(rows), 64, 64, 3), dtype=np.uint8)
+    with copy_threads(1):
+        assert not torch_take(source, rows, out)  # one thread: the caller copies with numpy
+    with copy_threads(2):
+        assert not torch_take(source, rows[:4], out[:4])  # too small to split
+        assert not out.any()
+        assert torch_take(source, rows, out)
+    np.testing.assert_array_equal(out, source[rows])
+    # the parent's torch threads have run: a forked child starting them again would hang
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    child = fork.Process(target=_take_in_child, args=(source, rows, np.zeros_like(out), queue))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == (False, True)
 
 
 def test_tuner_uses_the_faster_and_keeps_trying_the_other():

@@ -105,7 +105,9 @@ class SequenceDataset(torch.utils.data.Dataset):
     - progress: optional `progress(done, total)` callback while caching (frames).
     - copy_threads: threads that share a batch's big copies (image windows); None means
       up to the CPUs available (at most 4; 1 inside a DataLoader worker), using 1 or all of
-      them by which has lately been faster on this machine (see `copying.py`).
+      them by which has lately been faster on this machine. Above 1, gathers from RAM run
+      on torch's own CPU threads (`torch.set_num_threads`), reads from the file on helper
+      threads (see `copying.py`).
     - next_obs_views: where an image key's next_obs is its obs one step on, a batch
       without padded windows gets its obs and next_obs as two views of one block (cached:
       `shifted.py`, which also holds them once; from the file: `file_pair.py`): an

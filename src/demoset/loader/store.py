@@ -4,8 +4,8 @@ Each array key ("obs/agentview_image", "actions", ...) of the selected demos is 
 
 - `RamArray`: all demos back to back in one flat (frames, ...) array held in shared
   memory (a torch shared storage), so DataLoader worker processes map the same pages
-  instead of copying them, whether they are forked or spawned. A batch is one numpy
-  fancy-index gather.
+  instead of copying them, whether they are forked or spawned. A batch is one gather
+  per key (`RamArray.take_into`).
 - `FileArray`: nothing held; each window's frame range is read from the file with one
   read per window, then padded.
 - `ZeroArray`: a dataset key the demos lack reads as zeros of shape (1,), as robomimic's
@@ -41,7 +41,7 @@ from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import check_dataset_safe, check_dataset_size
 from demoset.loader.buffers import batch_buffers
-from demoset.loader.copying import split_rows
+from demoset.loader.copying import split_rows, torch_take
 from demoset.loader.index import Windows
 
 LOCK_TIMEOUT = 30.0
@@ -659,7 +659,9 @@ class RamArray:
         return out
 
     def take_into(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """out[i] = data[rows[i]]; big gathers are split over the copy threads."""
+        """out[i] = data[rows[i]]; big gathers are split over threads (see `copying`)."""
+        if torch_take(self._data, rows, out):
+            return
 
         def part(a: int, b: int) -> None:
             # indices are in range: mode="clip" writes straight into `out` (no buffering)
