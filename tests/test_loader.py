@@ -536,6 +536,19 @@ def write_pair_file(path, rules: list[bool], swmr: bool = False, close: bool = T
     return writer
 
 
+@pytest.mark.parametrize("frame_stack,seq_length", [(1, 1), (1, 10), (3, 1), (3, 10)])
+def test_windows_say_they_are_padded_exactly_when_a_position_is_padded(
+    image_file, frame_stack, seq_length
+):
+    ds = SequenceDataset(
+        image_file, ["object"], frame_stack=frame_stack, seq_length=seq_length, cache_mode="all"
+    )
+    ids = np.arange(len(ds))
+    for batch in [[int(i)] for i in ids] + [ids[:7], ids[3:40], ids]:
+        win = ds._index.windows(np.asarray(batch, dtype=np.int64))
+        assert win.padded == bool(win.padding[0].size) == (not win.valid.all())
+
+
 def test_obs_and_next_obs_images_are_held_once_while_next_obs_is_obs_one_step_on(
     tmp_path, monkeypatch
 ):

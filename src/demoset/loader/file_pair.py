@@ -41,7 +41,7 @@ class FilePair:
     def gather_both(self, win: Windows) -> tuple[np.ndarray, np.ndarray]:
         """(obs, next_obs) windows: views of one block read once when the batch has no
         padding and all its demos follow the rule, else two reads."""
-        if win.padding[0].size or not self.follows(win.demo).all():
+        if win.padded or not self.follows(win.demo).all():
             return self.gather("obs", win), self.gather("next_obs", win)
         length = win.length
         shape = self.obs.frame_shape

@@ -40,10 +40,11 @@ class Windows:
     Only `flat` is computed up front; the rest when first asked for.
     """
 
-    __slots__ = ("flat", "demo", "_index", "_first", "_lo", "_steps", "_cache")
+    __slots__ = ("flat", "demo", "_index", "_ids", "_first", "_lo", "_steps", "_cache")
 
     def __init__(self, index: WindowIndex, ids: np.ndarray):
         self._index = index
+        self._ids = ids
         self.demo = index.sample_demo[ids]
         self._lo = index.starts[self.demo]
         self._first = index.sample_first[ids]
@@ -93,6 +94,13 @@ class Windows:
     @property
     def pad_front(self) -> np.ndarray:
         return self._local()[2]
+
+    @property
+    def padded(self) -> bool:
+        """Whether any window runs past its demo (cheaper than `padding` when none does)."""
+        if "padded" not in self._cache:
+            self._cache["padded"] = bool(self._index.sample_padded[self._ids].any())
+        return self._cache["padded"]
 
     @property
     def padding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,6 +189,10 @@ class WindowIndex:
         self.goal_steps = self.lengths - 1 - (0 if self.pad_seq_length else self.seq_length - 1)
         self.last_frames = self.starts + self.lengths - 1
         self.offsets_in_window = np.arange(self.window_length, dtype=np.int64)[None, :]
+        self.sample_padded = (self.sample_first < self.starts[self.sample_demo]) | (
+            self.sample_first + (self.window_length - 1) > self.last_frames[self.sample_demo]
+        )
+        """Per sample: whether its window runs past its demo (a batch checks this first)."""
 
     def __len__(self) -> int:
         return int(self.sample_offsets[-1])

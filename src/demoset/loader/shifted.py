@@ -162,7 +162,7 @@ class ShiftedPair:
     def gather_both(self, win: Windows) -> tuple[np.ndarray, np.ndarray]:
         """(obs, next_obs) windows: views of one block of T + 1 rows per window when the
         batch has no padding, else two gathers."""
-        if self.split is not None or win.padding[0].size:
+        if self.split is not None or win.padded:
             return self.gather("obs", win), self.gather("next_obs", win)
         length = win.length
         block = new_batch_array((win.size, length + 1, *self.frame_shape), self.dtype)

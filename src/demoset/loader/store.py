@@ -113,6 +113,8 @@ def new_batch_array(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 def fill_padding(out: np.ndarray, win: Windows) -> None:
     """Repeat edge frames in place where a window runs past its demo (see `Windows.padding`)."""
+    if not win.padded:
+        return
     rows, cols, src = win.padding
     if rows.size:
         out[rows, cols] = out[rows, src]
