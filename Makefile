@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
 
 lint: $(STAMP)
-	.venv/bin/ruff check src tests benchmarks scripts
-	.venv/bin/ruff format --check src tests benchmarks scripts
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 fuzz: $(STAMP)
 	DEMOSET_FUZZ_CASES=5000 $(PY) -m pytest -q -m slow tests/test_fuzz.py
