@@ -118,6 +118,8 @@ def test_torch_take_gathers_like_numpy_and_never_in_a_forked_child(two_torch_thr
         assert not torch_take(source, rows[:4], out[:4])  # too small to split
         assert not out.any()
         assert torch_take(source, rows, out)
+        wide = source.astype(np.uint16)  # a dtype left to numpy
+        assert not torch_take(wide, rows, np.zeros(out.shape, dtype=np.uint16))
     np.testing.assert_array_equal(out, source[rows])
     # the parent's torch threads have run: a forked child starting them again would hang
     fork = multiprocessing.get_context("fork")

@@ -10,8 +10,8 @@ Two ways, by where the rows come from:
 - Rows in RAM (`torch_take`): one `torch.index_select`, which torch splits over its
   intra-op threads (`torch.set_num_threads`) inside one call, with the GIL let go
   throughout. Measured against the helper threads below on the same gathers, in one
-  process: 16 % more image samples/s through the DataLoader (median of 16 alternating
-  rounds), since no Python runs between the parts.
+  process: 5-7 % more image samples/s through the DataLoader (copy_threads=2, median of
+  16 alternating rounds, two runs), since no Python runs between the parts.
 - Reads from the file (`split_rows`): `os.preadv` and numpy's `take` let go of the GIL
   while they copy, so plain threads share the work; the calling thread does one part
   itself. Copies are cut into parts of at least `MIN_PART_BYTES`, since handing a part to
@@ -42,6 +42,12 @@ MAX_AUTO_THREADS = 4
 T = TypeVar("T")
 
 _setting = threading.local()
+
+TORCH_GATHER_DTYPES = frozenset(
+    np.dtype(t)
+    for t in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
+)
+"""dtypes (native byte order) `torch_take` hands to torch; others are copied with numpy."""
 
 _forked = False
 """True in a process forked after this module was imported (see `torch_take`)."""
@@ -183,9 +189,9 @@ def _cut(rows: int, nbytes: int) -> list[int]:
 
 
 def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> bool:
-    """`out[i] = source[i]` for `i` in `rows` on torch's intra-op threads, when the block
-    allows more than one thread and the copy is worth splitting; returns whether it did
-    (False: nothing was done, copy another way).
+    """`out[k] = source[rows[k]]` on torch's intra-op threads, when the block allows more
+    than one thread, the copy is worth splitting and torch gathers the dtype; returns
+    whether it did (False: nothing was done, copy another way).
 
     Never in a process forked after this module was imported: torch's CPU threads are
     GNU OpenMP's, whose thread pool does not survive a fork, and a forked child that
@@ -196,6 +202,8 @@ def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> bool:
     if getattr(_setting, "threads", 1) <= 1 or _forked or out.nbytes < 2 * MIN_PART_BYTES:
         return False
     if not (source.flags.c_contiguous and out.flags.c_contiguous) or source.dtype != out.dtype:
+        return False
+    if out.dtype not in TORCH_GATHER_DTYPES:
         return False
     import torch
 
