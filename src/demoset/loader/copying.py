@@ -52,29 +52,18 @@ TORCH_GATHER_DTYPES = frozenset(
 _forked = False
 """True in a process forked after this module was imported (see `torch_take`)."""
 
-
-def _note_fork() -> None:
-    global _forked
-    _forked = True
-
-
-os.register_at_fork(after_in_child=_note_fork)
-
-
-_cpus: tuple[int, int] | None = None  # (pid, CPUs) of the last look
+_cpus: int | None = None  # CPUs this process may run on, once looked up
 
 
 def available_cpus() -> int:
     """CPUs this process may run on (looked up once per process)."""
     global _cpus
-    pid = os.getpid()
-    if _cpus is None or _cpus[0] != pid:
+    if _cpus is None:
         try:
-            count = len(os.sched_getaffinity(0))
+            _cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):  # pragma: no cover - not Linux
-            count = os.cpu_count() or 1
-        _cpus = (pid, count)
-    return _cpus[1]
+            _cpus = os.cpu_count() or 1
+    return _cpus
 
 
 def auto_copy_threads() -> int:
@@ -150,28 +139,35 @@ tuner = Tuner()
 
 
 class _Pool:
-    """The process's helper threads, made on first use and again after a fork."""
+    """The process's helper threads, made on first use (and again in a forked child)."""
 
     def __init__(self) -> None:
-        self._pid: int | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._workers = 0
         self._lock = threading.Lock()
 
     def executor(self, workers: int) -> ThreadPoolExecutor:
         with self._lock:
-            pid = os.getpid()
-            if self._executor is None or self._pid != pid or self._workers < workers:
-                # after a fork the parent's threads do not exist here: start afresh
-                if self._executor is not None and self._pid == pid:
+            if self._executor is None or self._workers < workers:
+                if self._executor is not None:
                     self._executor.shutdown(wait=False)
                 self._executor = ThreadPoolExecutor(workers, thread_name_prefix="demoset-copy")
                 self._workers = workers
-                self._pid = pid
             return self._executor
 
 
 _pool = _Pool()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's threads, and may run on other CPUs."""
+    global _forked, _cpus, _pool
+    _forked = True
+    _cpus = None
+    _pool = _Pool()  # the parent's helpers (and maybe its held lock) are not here
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Job:
