@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,7 @@ import demoset.loader.store
 import demoset.memory
 from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
-from demoset.loader import MetaDataset, SequenceDataset, collate, stats
+from demoset.loader import MetaDataset, SequenceDataset, WindowIndex, collate, stats
 from demoset.loader.batch import SampleBatch
 from demoset.loader.store import FileArray, RamArray, shared_outputs
 
@@ -547,6 +548,40 @@ def test_windows_say_they_are_padded_exactly_when_a_position_is_padded(
     for batch in [[int(i)] for i in ids] + [ids[:7], ids[3:40], ids]:
         win = ds._index.windows(np.asarray(batch, dtype=np.int64))
         assert win.padded == bool(win.padding[0].size) == (not win.valid.all())
+
+
+@pytest.mark.parametrize("pad_frame_stack", [True, False])
+@pytest.mark.parametrize("pad_seq_length", [True, False])
+@pytest.mark.parametrize("frame_stack,seq_length", [(1, 1), (1, 4), (3, 1), (3, 4)])
+def test_window_frames_follow_robomimic_rule_and_survive_pickling(
+    frame_stack, seq_length, pad_frame_stack, pad_seq_length
+):
+    lengths = [7, 9, 6, 12]
+    index = WindowIndex(lengths, frame_stack, seq_length, pad_frame_stack, pad_seq_length)
+    # the rule, one sample at a time: anchors, then steps clipped into the demo
+    history, start, expected = frame_stack - 1, 0, []
+    for length in lengths:
+        first = 0 if pad_frame_stack else history
+        last = length - 1 if pad_seq_length else length - seq_length
+        for anchor in range(first, last + 1):
+            steps = np.arange(anchor - history, anchor + seq_length)
+            expected.append(
+                (start + np.clip(steps, 0, length - 1), (steps >= 0) & (steps < length))
+            )
+        start += length
+    assert len(index) == len(expected)
+
+    copy = pickle.loads(pickle.dumps(index))
+    # the sliding tables travel as their positions, not as one row per window (10x here)
+    big = WindowIndex([150] * 20, frame_stack, 10, pad_frame_stack, pad_seq_length)
+    assert len(pickle.dumps(big)) < 5 * big._position_frames.nbytes
+    for idx in (index, copy):
+        win = idx.windows(np.arange(len(idx)))
+        assert np.array_equal(win.flat, np.stack([f for f, _ in expected]))
+        assert np.array_equal(win.valid, np.stack([v for _, v in expected]))
+        first_real = win.flat[np.arange(win.size), win.pad_front]
+        assert np.array_equal(first_real, idx.starts[win.demo] + win.begin)
+        assert np.array_equal(win.end - win.begin, win.valid.sum(axis=1))
 
 
 def test_obs_and_next_obs_images_are_held_once_while_next_obs_is_obs_one_step_on(

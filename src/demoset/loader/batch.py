@@ -73,13 +73,18 @@ def to_torch(tree, shared: dict | None = None):
     """
     import torch
 
+    return _tensors(tree, shared, torch)
+
+
+def _tensors(tree: dict, shared: dict | None, torch) -> dict:
     out = {}
     for key, value in tree.items():
-        if type(value) is dict:
-            out[key] = to_torch(value, shared)
-        elif type(value) is np.ndarray:
+        kind = type(value)
+        if kind is np.ndarray:
             tensor = _shared_tensor(value, shared) if shared else None
-            out[key] = tensor if tensor is not None else torch.from_numpy(value)
+            out[key] = torch.from_numpy(value) if tensor is None else tensor
+        elif kind is dict:
+            out[key] = _tensors(value, shared, torch)
         else:
             out[key] = torch.as_tensor(value)
     return out

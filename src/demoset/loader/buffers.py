@@ -20,8 +20,11 @@ import threading
 
 import numpy as np
 
-MIN_POOLED_BYTES = 1 << 18
-"""Arrays smaller than this come from np.empty: small blocks do not fault much."""
+MIN_POOLED_BYTES = 1 << 20
+"""Arrays smaller than this come from np.empty. glibc serves them from its heap once one has
+been freed, so they rarely fault, and the pool's own bookkeeping (a few us) would cost more:
+a low-dim batch of 100 windows (a 336 KB block) was 4-6 % faster through the DataLoader
+without it."""
 
 
 class BufferPool:

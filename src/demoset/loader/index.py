@@ -17,6 +17,11 @@ rules:
   of next_obs.
 
 Everything here is vectorised over a batch of sample indices; there is no per-sample loop.
+The index lays the demos out once more in *padded* coordinates: each demo's steps with
+`frame_stack - 1` slots before them and `seq_length - 1` after, so that every window is
+`T` consecutive padded positions. A table maps each padded position to the flat frame it
+reads (the clipped step), and a sliding view of it gives a batch's `(B, T)` frames in one
+lookup: no clipping arithmetic per batch.
 """
 
 from __future__ import annotations
@@ -37,29 +42,23 @@ class Windows:
     goal:      (B,) flat frame index of the goal step (goal_mode="last").
     goal_step: (B,) the same goal as a step of its demo.
 
-    Only `flat` is computed up front; the rest when first asked for.
+    Only `flat` is computed up front (one lookup of the index's window table); the rest
+    when first asked for.
     """
 
-    __slots__ = ("flat", "demo", "_index", "_ids", "_first", "_lo", "_steps", "_cache")
+    __slots__ = ("flat", "_index", "_ids", "_padded_first", "_cache")
 
     def __init__(self, index: WindowIndex, ids: np.ndarray):
         self._index = index
         self._ids = ids
-        self.demo = index.sample_demo[ids]
-        self._lo = index.starts[self.demo]
-        self._first = index.sample_first[ids]
-        self._steps = self._first[:, None] + index.offsets_in_window
-        hi = index.last_frames[self.demo]
-        flat = np.maximum(self._steps, self._lo[:, None])
-        self.flat = np.minimum(flat, hi[:, None], out=flat)
+        self._padded_first = index.sample_padded_first.take(ids)
+        self.flat = index.window_frames[self._padded_first]
         self._cache: dict = {}
 
     @property
     def flat_frames(self) -> np.ndarray:
         """`flat` as one row of frame indices (B * T,), the order a batch array is filled in."""
-        if "flat_frames" not in self._cache:
-            self._cache["flat_frames"] = self.flat.reshape(-1)
-        return self._cache["flat_frames"]
+        return self.flat.reshape(-1)
 
     @property
     def size(self) -> int:
@@ -70,16 +69,23 @@ class Windows:
         return int(self.flat.shape[1])
 
     @property
+    def demo(self) -> np.ndarray:
+        if "demo" not in self._cache:
+            self._cache["demo"] = self._index.sample_demo.take(self._ids)
+        return self._cache["demo"]
+
+    @property
     def valid(self) -> np.ndarray:
         if "valid" not in self._cache:
-            self._cache["valid"] = self._steps == self.flat
+            self._cache["valid"] = self._index.window_real[self._padded_first]
         return self._cache["valid"]
 
     def _local(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if "local" not in self._cache:
-            local_first = self._first - self._lo
+            index, demo = self._index, self.demo
+            local_first = self._padded_first - index.padded_starts[demo] - index.pad_before
             begin = np.maximum(local_first, 0)
-            end = np.minimum(local_first + self.length, self._index.lengths[self.demo])
+            end = np.minimum(local_first + self.length, index.lengths[demo])
             self._cache["local"] = (begin, end, begin - local_first)
         return self._cache["local"]
 
@@ -126,14 +132,17 @@ class Windows:
 
     @property
     def goal(self) -> np.ndarray:
-        return self._lo + self.goal_step
+        return self._index.starts[self.demo] + self.goal_step
 
 
 class WindowIndex:
-    """All windows of a dataset, as three small arrays instead of a dict per sample.
+    """All windows of a dataset, as a few small arrays instead of a dict per sample.
 
-    `sample_demo[i]` is the demo of sample i and `sample_first[i]` the flat frame index of
-    its first window position before clipping (it may lie before its demo's first frame).
+    Per sample i: `sample_demo[i]` its demo, `sample_padded_first[i]` the padded position
+    of its window's first step, `sample_padded[i]` whether the window runs past its demo.
+    Per padded position: `window_frames` (as a sliding view, one row per window start) the
+    flat frame it reads and `window_real` whether it is a real step. About 13 bytes per
+    sample and 9 per frame.
     """
 
     def __init__(
@@ -181,21 +190,51 @@ class WindowIndex:
         self.counts = counts.astype(np.int64)
         self.sample_offsets = np.zeros(len(self.counts) + 1, dtype=np.int64)
         np.cumsum(self.counts, out=self.sample_offsets[1:])
-        n = int(self.sample_offsets[-1])
-        self.sample_demo = np.repeat(np.arange(len(self.counts), dtype=np.int32), self.counts)
+        self._size = n = int(self.sample_offsets[-1])
+        demos = len(self.lengths)
+        self.sample_demo = np.repeat(np.arange(demos, dtype=np.int32), self.counts)
         step = np.arange(n, dtype=np.int64) - np.repeat(self.sample_offsets[:-1], self.counts)
-        self.sample_first = self.starts[self.sample_demo] + step + first_anchor - history
-        # last step of each demo a goal may come from
-        self.goal_steps = self.lengths - 1 - (0 if self.pad_seq_length else self.seq_length - 1)
-        self.last_frames = self.starts + self.lengths - 1
-        self.offsets_in_window = np.arange(self.window_length, dtype=np.int64)[None, :]
-        self.sample_padded = (self.sample_first < self.starts[self.sample_demo]) | (
-            self.sample_first + (self.window_length - 1) > self.last_frames[self.sample_demo]
+
+        # padded coordinates: demo d's step j sits at padded_starts[d] + pad_before + j
+        self.pad_before = history
+        pad_after = self.seq_length - 1
+        spans = self.lengths + (history + pad_after)
+        self.padded_starts = self.starts + np.arange(demos, dtype=np.int64) * (history + pad_after)
+        position_demo = np.repeat(np.arange(demos), spans)
+        local = np.arange(int(spans.sum()), dtype=np.int64) - np.repeat(
+            self.padded_starts + history, spans
+        )
+        last_step = self.lengths[position_demo] - 1
+        self._position_frames = self.starts[position_demo] + np.clip(local, 0, last_step)
+        self._position_real = (local >= 0) & (local <= last_step)
+        self._slide()
+        local_first = step + first_anchor - history  # a window's first step (< 0: padded)
+        self.sample_padded_first = self.padded_starts[self.sample_demo] + history + local_first
+        self.sample_padded = (local_first < 0) | (
+            local_first + (self.window_length - 1) > self.lengths[self.sample_demo] - 1
         )
         """Per sample: whether its window runs past its demo (a batch checks this first)."""
+        # last step of each demo a goal may come from
+        self.goal_steps = self.lengths - 1 - (0 if self.pad_seq_length else self.seq_length - 1)
+
+    def _slide(self) -> None:
+        self.window_frames = _sliding(self._position_frames, self.window_length)
+        """(padded positions - T + 1, T): row p is the flat frames of the window starting at p."""
+        self.window_real = _sliding(self._position_real, self.window_length)
+        """The same rows as `window_frames`: whether each position is a real step."""
+
+    def __getstate__(self) -> dict:
+        # the sliding views would pickle as T times their bytes: send the positions only
+        state = dict(self.__dict__)
+        del state["window_frames"], state["window_real"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._slide()
 
     def __len__(self) -> int:
-        return int(self.sample_offsets[-1])
+        return self._size
 
     @property
     def window_length(self) -> int:
@@ -207,7 +246,7 @@ class WindowIndex:
             ids = np.fromiter(indices, dtype=np.int64, count=len(indices))
         else:
             ids = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
+        n = self._size
         # one reduction for the usual case: as unsigned, a negative index is huge too
         if ids.size and int(ids.view(np.uint64).max()) >= n:
             low, high = int(ids.min()), int(ids.max())
@@ -221,3 +260,11 @@ class WindowIndex:
     def windows(self, ids: np.ndarray) -> Windows:
         """Frames of the windows of samples `ids` (already checked, int64)."""
         return Windows(self, ids)
+
+
+def _sliding(values: np.ndarray, width: int) -> np.ndarray:
+    """Read-only (len - width + 1, width) view of `values`: row p is values[p : p + width]."""
+    rows = max(len(values) - width + 1, 0)
+    return np.lib.stride_tricks.as_strided(
+        values, (rows, width), (values.strides[0],) * 2, writeable=False
+    )

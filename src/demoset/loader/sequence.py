@@ -201,6 +201,11 @@ class SequenceDataset(torch.utils.data.Dataset):
         self._stats_cache = S.StatsCache(self.path, enabled=stats_cache)
         self._obs_stats: dict | None = None
         self._action_stats: dict | None = None
+        # (key, its array's name) of each obs group, so a batch does not format names
+        self._group_keys = {
+            group: [(key, f"{group}/{key}") for key in self.obs_keys]
+            for group in ("obs", "next_obs")
+        }
 
         self._reader = DemoReader(self.path, self.swmr)
         self._lengths = np.zeros(0, dtype=np.int64)
@@ -588,7 +593,11 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ fetching
     def _obs_group(self, group: str, raw: dict, win: Windows) -> dict[str, np.ndarray]:
-        out = {key: self._finish_obs(key, raw[f"{group}/{key}"]) for key in self.obs_keys}
+        keys = self._group_keys[group]
+        if (self.normalize_obs and self._obs_stats) or self.image_format == "chw_float":
+            out = {key: self._finish_obs(key, raw[name]) for key, name in keys}
+        else:  # served as stored
+            out = {key: raw[name] for key, name in keys}
         if self.get_pad_mask:
             out["pad_mask"] = win.valid[..., None]
         return out
