@@ -52,8 +52,12 @@ def test_split_rows_copies_every_row_once_over_threads():
     assert [(a, b) for a, b, _ in seen] == [(0, rows)]
 
 
-def test_deferred_copies_run_together_at_the_end_of_the_block():
+def test_deferred_copies_run_together_at_the_end_of_the_block(two_torch_threads):
     order: list[str] = []
+    rng = np.random.default_rng(1)
+    source = rng.integers(0, 256, (200, 64, 64, 3), dtype=np.uint8)
+    rows = [rng.integers(0, len(source), 160) for _ in range(2)]
+    outs = [np.zeros((160, 64, 64, 3), dtype=np.uint8) for _ in range(2)]
     with copy_threads(2), deferred_copies():
         split_rows(
             10,
@@ -61,15 +65,19 @@ def test_deferred_copies_run_together_at_the_end_of_the_block():
             lambda a, b: order.append("x"),
             lambda r: order.append("after x"),
         )
+        assert torch_take(source, rows[0], outs[0])
         split_rows(
             10,
             4 * MIN_PART_BYTES,
             lambda a, b: order.append("y"),
             lambda r: order.append("after y"),
         )
-        assert order == []  # nothing copied inside the block
+        assert torch_take(source, rows[1], outs[1])
+        assert order == [] and not any(out.any() for out in outs)  # nothing copied yet
     assert sorted(order[:8]) == ["x"] * 4 + ["y"] * 4
     assert order[8:] == ["after x", "after y"]
+    for out, r in zip(outs, rows):
+        np.testing.assert_array_equal(out, source[r])
 
 
 def test_an_error_is_raised_after_every_part_has_finished():
@@ -154,7 +162,9 @@ def test_tuner_uses_the_faster_and_keeps_trying_the_other():
 
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
-def test_batches_are_the_same_with_one_and_with_two_threads(tmp_path, compression):
+def test_batches_are_the_same_with_one_and_with_two_threads(
+    tmp_path, compression, two_torch_threads
+):
     path = write_dataset(
         tmp_path / "big.hdf5",
         n_demos=3,

@@ -187,7 +187,12 @@ def _cut(rows: int, nbytes: int) -> list[int]:
 def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> bool:
     """`out[k] = source[rows[k]]` on torch's intra-op threads, when the block allows more
     than one thread, the copy is worth splitting and torch gathers the dtype; returns
-    whether it did (False: nothing was done, copy another way).
+    whether it took the copy (False: nothing was done, copy another way).
+
+    Inside `deferred_copies()` the copy waits for the block's end, where the block's
+    gathers run back to back: in one process, alternating, a batch whose four image
+    gathers ran in one burst was 4-8 % faster than one with Python work between them
+    (which then runs on caches the copies have just flushed).
 
     Never in a process forked after this module was imported: torch's CPU threads are
     GNU OpenMP's, whose thread pool does not survive a fork, and a forked child that
@@ -205,15 +210,25 @@ def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> bool:
 
     if torch.get_num_threads() <= 1:
         return False
-    index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
     width = out.nbytes // out.itemsize // max(len(rows), 1)
-    torch.index_select(
+    gather = (
         torch.from_numpy(source.reshape(len(source), width)),
-        0,
-        index,
-        out=torch.from_numpy(out.reshape(len(rows), width)),
+        torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)),
+        torch.from_numpy(out.reshape(len(rows), width)),
     )
+    deferred = getattr(_setting, "deferred", None)
+    if deferred is not None:
+        deferred.gathers.append(gather)
+    else:
+        _torch_gather([gather])
     return True
+
+
+def _torch_gather(gathers: list[tuple]) -> None:
+    import torch
+
+    for source, index, out in gathers:
+        torch.index_select(source, 0, index, out=out)
 
 
 def _run_parts(parts: list[tuple[_Job, int]], threads: int) -> list:
@@ -266,9 +281,9 @@ def split_rows(
     took) holds back at most the one part it took.
     """
     job = _Job(_cut(rows, nbytes) if rows else [0, 0], copy, after)
-    pending = getattr(_setting, "pending", None)
-    if pending is not None:
-        pending.append(job)
+    deferred = getattr(_setting, "deferred", None)
+    if deferred is not None:
+        deferred.jobs.append(job)
     else:
         _finish([job])
 
@@ -289,17 +304,30 @@ def _finish(jobs: list[_Job]) -> None:
             job.after(result)
 
 
+class _Deferred:
+    """The copies a `deferred_copies()` block has put off: torch gathers, split jobs."""
+
+    __slots__ = ("gathers", "jobs")
+
+    def __init__(self) -> None:
+        self.gathers: list[tuple] = []
+        self.jobs: list[_Job] = []
+
+
 @contextmanager
 def deferred_copies():
-    """Collect the `split_rows` work of this block and run it all at the block's end.
+    """Collect the copies of this block and run them all at the block's end: the torch
+    gathers back to back in the calling thread, then the `split_rows` work of every array
+    at once (one hand-over to the helper threads per batch, not per array).
 
     Arrays filled this way must not be read inside the block.
     """
-    saved = getattr(_setting, "pending", None)
-    pending: list[_Job] = []
-    _setting.pending = pending
+    saved = getattr(_setting, "deferred", None)
+    deferred = _Deferred()
+    _setting.deferred = deferred
     try:
         yield
     finally:
-        _setting.pending = saved
-    _finish(pending)
+        _setting.deferred = saved
+    _torch_gather(deferred.gathers)
+    _finish(deferred.jobs)

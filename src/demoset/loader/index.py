@@ -74,6 +74,22 @@ class Windows:
             self._cache["demo"] = self._index.sample_demo.take(self._ids)
         return self._cache["demo"]
 
+    def shifted_rows(self, shift: int, span: int = 0) -> np.ndarray:
+        """Rows to read from a store that keeps one more row after each demo (obs and
+        next_obs held once, see `shifted`), as one contiguous (B * T,) index: the window
+        frames moved on by the demo's position, plus `shift`. With `span`, each window
+        is instead its first row and the `span - 1` after it, unclipped ((B * span,)).
+        Cached: every image key of a batch reads the same rows."""
+        key = ("shifted", shift, span)
+        if key not in self._cache:
+            if span:
+                first = self.flat[:, 0] + self.demo + shift
+                rows = (first[:, None] + np.arange(span)).reshape(-1)
+            else:
+                rows = (self.flat + (self.demo[:, None] + shift)).reshape(-1)
+            self._cache[key] = rows
+        return self._cache[key]
+
     @property
     def valid(self) -> np.ndarray:
         if "valid" not in self._cache:

@@ -148,15 +148,12 @@ class ShiftedPair:
         return RamArray(f"{group}/{self.key}", self.frame_shape, self.dtype, self.stored_dtype)
 
     # ------------------------------------------------------------------ reading
-    def _row(self, flat: np.ndarray, demo: np.ndarray) -> np.ndarray:
-        return flat + demo.reshape(demo.shape + (1,) * (flat.ndim - demo.ndim))
-
     def gather(self, group: str, win: Windows) -> np.ndarray:
         if self.split is not None:
             return self.split[group == "next_obs"].gather_windows(win)
-        rows = self._row(win.flat, win.demo) + (group == "next_obs")
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
-        self.rows.take_into(rows.reshape(-1), out.reshape((-1, *self.frame_shape)))
+        rows = win.shifted_rows(int(group == "next_obs"))
+        self.rows.take_into(rows, out.reshape((-1, *self.frame_shape)))
         return out
 
     def gather_both(self, win: Windows) -> tuple[np.ndarray, np.ndarray]:
@@ -166,8 +163,8 @@ class ShiftedPair:
             return self.gather("obs", win), self.gather("next_obs", win)
         length = win.length
         block = new_batch_array((win.size, length + 1, *self.frame_shape), self.dtype)
-        rows = (win.flat[:, 0] + win.demo)[:, None] + np.arange(length + 1)
-        self.rows.take_into(rows.reshape(-1), block.reshape((-1, *self.frame_shape)))
+        rows = win.shifted_rows(0, span=length + 1)
+        self.rows.take_into(rows, block.reshape((-1, *self.frame_shape)))
         return block[:, :length], block[:, 1:]
 
     def gather_frames(
