@@ -49,21 +49,26 @@ class BufferPool:
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_POOLED_BYTES:
             return np.empty(shape, dtype=dtype)
+        blocks, idle = self._blocks, self._idle_refs
         with self._lock:
             best = -1
-            for i in range(len(self._blocks)):
-                size = self._blocks[i].nbytes
-                if size >= nbytes and size <= 2 * nbytes and self._refs(i) == self._idle_refs[i]:
-                    if best < 0 or size < self._blocks[best].nbytes:
+            for i in range(len(blocks)):
+                block = blocks[i]
+                size = block.nbytes
+                # idle: no reference beyond those counted at its making, and `block` here
+                if nbytes <= size <= 2 * nbytes and sys.getrefcount(block) - 1 == idle[i]:
+                    if size == nbytes:  # the usual case: a block made for this shape
+                        best = i
+                        break
+                    if best < 0 or size < blocks[best].nbytes:
                         best = i
             if best < 0:
-                if len(self._blocks) >= self.max_blocks and not self._drop_one_idle():
+                if len(blocks) >= self.max_blocks and not self._drop_one_idle():
                     return np.empty(shape, dtype=dtype)
-                self._blocks.append(np.empty(nbytes, dtype=np.uint8))
-                self._idle_refs.append(0)
-                best = len(self._blocks) - 1
-                self._idle_refs[best] = self._refs(best)
-            return self._blocks[best][:nbytes].view(dtype).reshape(shape)
+                blocks.append(np.empty(nbytes, dtype=np.uint8))
+                idle.append(self._refs(len(blocks) - 1))
+                best = len(blocks) - 1
+            return blocks[best][:nbytes].view(dtype).reshape(shape)
 
     def _drop_one_idle(self) -> bool:
         for i in range(len(self._blocks)):

@@ -184,10 +184,12 @@ def _cut(rows: int, nbytes: int) -> list[int]:
     return [rows * i // parts for i in range(parts + 1)]
 
 
-def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> bool:
+def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray, rows_of=None) -> bool:
     """`out[k] = source[rows[k]]` on torch's intra-op threads, when the block allows more
     than one thread, the copy is worth splitting and torch gathers the dtype; returns
-    whether it took the copy (False: nothing was done, copy another way).
+    whether it took the copy (False: nothing was done, copy another way). `rows_of`, if
+    given, returns `source` as a 2-D tensor of its rows (the caller's kept view: making
+    one per gather and freeing it cost a few us each).
 
     Inside `deferred_copies()` the copy waits for the block's end, where the block's
     gathers run back to back: in one process, alternating, a batch whose four image
@@ -211,17 +213,24 @@ def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray) -> bool:
     if torch.get_num_threads() <= 1:
         return False
     width = out.nbytes // out.itemsize // max(len(rows), 1)
+    deferred = getattr(_setting, "deferred", None)
+    index = deferred.index(rows) if deferred is not None else _index_tensor(rows)
     gather = (
-        torch.from_numpy(source.reshape(len(source), width)),
-        torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)),
+        rows_of() if rows_of is not None else torch.from_numpy(source.reshape(len(source), width)),
+        index,
         torch.from_numpy(out.reshape(len(rows), width)),
     )
-    deferred = getattr(_setting, "deferred", None)
     if deferred is not None:
         deferred.gathers.append(gather)
     else:
         _torch_gather([gather])
     return True
+
+
+def _index_tensor(rows: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
 
 
 def _torch_gather(gathers: list[tuple]) -> None:
@@ -307,11 +316,20 @@ def _finish(jobs: list[_Job]) -> None:
 class _Deferred:
     """The copies a `deferred_copies()` block has put off: torch gathers, split jobs."""
 
-    __slots__ = ("gathers", "jobs")
+    __slots__ = ("gathers", "jobs", "_indexes")
 
     def __init__(self) -> None:
         self.gathers: list[tuple] = []
         self.jobs: list[_Job] = []
+        self._indexes: dict[int, tuple] = {}
+
+    def index(self, rows: np.ndarray):
+        """`rows` as an index tensor, made once per block (the image keys of a batch share
+        their rows)."""
+        entry = self._indexes.get(id(rows))
+        if entry is None or entry[0] is not rows:
+            entry = self._indexes[id(rows)] = (rows, _index_tensor(rows))
+        return entry[1]
 
 
 @contextmanager

@@ -75,6 +75,12 @@ def shared_array(shape: tuple[int, ...], dtype) -> tuple[object, np.ndarray]:
     return owner, array
 
 
+def _torch_dtype(dtype: np.dtype):
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
 SHARED_OUTPUT_MIN_BYTES = 1 << 16
 """Batch arrays at least this big are built in shared memory inside DataLoader workers."""
 
@@ -580,6 +586,7 @@ class RamArray:
         state = self.__dict__.copy()
         state["_shape"] = self._data.shape
         state.pop("_data")
+        state.pop("_kept_rows", None)
         return state
 
     def __setstate__(self, state):
@@ -662,7 +669,7 @@ class RamArray:
 
     def take_into(self, rows: np.ndarray, out: np.ndarray) -> None:
         """out[i] = data[rows[i]]; big gathers are split over threads (see `copying`)."""
-        if torch_take(self._data, rows, out):
+        if torch_take(self._data, rows, out, self._rows_tensor):
             return
 
         def part(a: int, b: int) -> None:
@@ -670,6 +677,15 @@ class RamArray:
             self._data.take(rows[a:b], axis=0, out=out[a:b], mode="clip")
 
         split_rows(len(rows), out.nbytes, part)
+
+    def _rows_tensor(self):
+        """The held frames as one 2-D tensor of rows (kept until the array grows)."""
+        kept = self.__dict__.get("_kept_rows")
+        if kept is None or kept[0] is not self._data:
+            width = self._data[:1].size or 1
+            rows = self._owner[: self._data.nbytes].view(_torch_dtype(self.dtype))
+            kept = self._kept_rows = (self._data, rows.view(len(self._data), width))
+        return kept[1]
 
     def demo_arrays(self, reader, demos, lengths, starts):
         for start, length in zip(starts, lengths):
