@@ -25,7 +25,7 @@ from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
 from demoset.loader import MetaDataset, SequenceDataset, WindowIndex, collate, stats
 from demoset.loader.batch import SampleBatch
-from demoset.loader.store import FileArray, RamArray, shared_outputs
+from demoset.loader.store import FileArray, RamArray, fill_padding, shared_outputs
 
 from conftest import LIFT_ENV, write_dataset
 
@@ -547,7 +547,16 @@ def test_windows_say_they_are_padded_exactly_when_a_position_is_padded(
     ids = np.arange(len(ds))
     for batch in [[int(i)] for i in ids] + [ids[:7], ids[3:40], ids]:
         win = ds._index.windows(np.asarray(batch, dtype=np.int64))
-        assert win.padded == bool(win.padding[0].size) == (not win.valid.all())
+        assert win.padded == bool(win.padded_windows) == (not win.valid.all())
+        padded_rows = {b for b, _, _ in win.padded_windows}
+        assert padded_rows == set(np.flatnonzero(~win.valid.all(axis=1)).tolist())
+        # filling a window read as its real steps gives the clipped frames
+        rows = np.zeros(win.flat.shape, dtype=np.int64)
+        for b in range(win.size):
+            real = win.flat[b][win.valid[b]]
+            rows[b, win.pad_front[b] : win.pad_front[b] + len(real)] = real
+        fill_padding(rows[..., None], win)
+        np.testing.assert_array_equal(rows, win.flat)
 
 
 @pytest.mark.parametrize("pad_frame_stack", [True, False])

@@ -125,22 +125,19 @@ class Windows:
         return self._cache["padded"]
 
     @property
-    def padding(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, cols, src): window positions outside the demo and the position each repeats.
-
-        A window read as its real steps [begin, end) placed from position pad_front on has
-        its padded positions filled by `out[rows, cols] = out[rows, src]`.
-        """
-        if "padding" not in self._cache:
-            rows, cols = np.nonzero(~self.valid)
-            if rows.size:
-                begin, end, pad_front = self._local()
-                last = pad_front + (end - begin) - 1
-                src = np.clip(cols, pad_front[rows], last[rows])
-            else:
-                src = cols
-            self._cache["padding"] = (rows, cols, src)
-        return self._cache["padding"]
+    def padded_windows(self) -> list[tuple[int, int, int]]:
+        """(b, front, stop) of each window b that runs past its demo: positions before
+        `front` repeat position `front`, and positions from `stop` on repeat `stop - 1`
+        (a window read as its real steps [begin, end) placed from pad_front on)."""
+        if "padded_windows" not in self._cache:
+            found = []
+            if self.padded:
+                rows = np.flatnonzero(self._index.sample_padded.take(self._ids))
+                front = self.pad_front[rows]
+                stop = front + (self.end - self.begin)[rows]
+                found = list(zip(rows.tolist(), front.tolist(), stop.tolist()))
+            self._cache["padded_windows"] = found
+        return self._cache["padded_windows"]
 
     @property
     def goal_step(self) -> np.ndarray:
