@@ -184,7 +184,12 @@ def _cut(rows: int, nbytes: int) -> list[int]:
     return [rows * i // parts for i in range(parts + 1)]
 
 
-def torch_take(source: np.ndarray, rows: np.ndarray, out: np.ndarray, rows_of=None) -> bool:
+def torch_take(
+    source: np.ndarray,
+    rows: np.ndarray,
+    out: np.ndarray,
+    rows_of: Callable[[], object] | None = None,
+) -> bool:
     """`out[k] = source[rows[k]]` on torch's intra-op threads, when the block allows more
     than one thread, the copy is worth splitting and torch gathers the dtype; returns
     whether it took the copy (False: nothing was done, copy another way). `rows_of`, if
