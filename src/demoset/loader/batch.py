@@ -94,7 +94,6 @@ def _shared_tensor(value: np.ndarray, shared: dict):
     """`value` as a view of a shared-memory owner tensor, if it is a registered array or a
     view into one (two batch arrays may share one block: obs and next_obs, see
     `shifted.py`); else None."""
-    import torch
 
     entry = shared.get(id(value))
     if entry is None or entry[0] is not value:
@@ -114,9 +113,16 @@ def _shared_tensor(value: np.ndarray, shared: dict):
     offset = value.__array_interface__["data"][0] - base.__array_interface__["data"][0]
     if offset % itemsize or any(s % itemsize or s < 0 for s in value.strides):
         return None
-    dtype = torch.from_numpy(np.empty(0, dtype=value.dtype)).dtype
+    dtype = torch_dtype(value.dtype)
     flat = owner[: base.nbytes - base.nbytes % itemsize].view(dtype)
     return flat.as_strided(value.shape, [s // itemsize for s in value.strides], offset // itemsize)
+
+
+def torch_dtype(dtype: np.dtype):
+    """The torch dtype of a numpy dtype (as `torch.from_numpy` maps it)."""
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def collate(batch):

@@ -179,7 +179,6 @@ class WindowIndex:
         self.starts = np.zeros(len(self.lengths), dtype=np.int64)
         if len(self.lengths):
             np.cumsum(self.lengths[:-1], out=self.starts[1:])
-        self.total_frames = int(self.lengths.sum())
 
         history = self.frame_stack - 1
         first_anchor = 0 if self.pad_frame_stack else history
@@ -200,13 +199,13 @@ class WindowIndex:
                 f"pad_seq_length={self.pad_seq_length} need at least {need}; turn padding on "
                 "or leave short demos out with a filter key"
             )
-        self.counts = counts.astype(np.int64)
-        self.sample_offsets = np.zeros(len(self.counts) + 1, dtype=np.int64)
-        np.cumsum(self.counts, out=self.sample_offsets[1:])
-        self._size = n = int(self.sample_offsets[-1])
+        counts = counts.astype(np.int64)
+        sample_offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=sample_offsets[1:])
+        self._size = n = int(sample_offsets[-1])
         demos = len(self.lengths)
-        self.sample_demo = np.repeat(np.arange(demos, dtype=np.int32), self.counts)
-        step = np.arange(n, dtype=np.int64) - np.repeat(self.sample_offsets[:-1], self.counts)
+        self.sample_demo = np.repeat(np.arange(demos, dtype=np.int32), counts)
+        step = np.arange(n, dtype=np.int64) - np.repeat(sample_offsets[:-1], counts)
 
         # padded coordinates: demo d's step j sits at padded_starts[d] + pad_before + j
         self.pad_before = history

@@ -40,6 +40,7 @@ from demoset.errors import FileLockedError, LayoutError, UnsafeFileError
 from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import check_dataset_safe, check_dataset_size
+from demoset.loader.batch import torch_dtype
 from demoset.loader.buffers import batch_buffers
 from demoset.loader.copying import split_rows, torch_take
 from demoset.loader.index import Windows
@@ -73,12 +74,6 @@ def shared_array(shape: tuple[int, ...], dtype) -> tuple[object, np.ndarray]:
         owner = torch.empty(size, dtype=torch.uint8).share_memory_()
     array = owner.numpy()[:nbytes].view(dtype).reshape(shape)
     return owner, array
-
-
-def _torch_dtype(dtype: np.dtype):
-    import torch
-
-    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 SHARED_OUTPUT_MIN_BYTES = 1 << 16
@@ -686,7 +681,7 @@ class RamArray:
         kept = self.__dict__.get("_kept_rows")
         if kept is None or kept[0] is not self._data:
             width = self._data[:1].size or 1
-            rows = self._owner[: self._data.nbytes].view(_torch_dtype(self.dtype))
+            rows = self._owner[: self._data.nbytes].view(torch_dtype(self.dtype))
             kept = self._kept_rows = (self._data, rows.view(len(self._data), width))
         return kept[1]
 
