@@ -23,7 +23,7 @@ lint: $(STAMP)
 	.venv/bin/ruff format --check .
 
 fuzz: $(STAMP)
-	DEMOSET_FUZZ_CASES=5000 $(PY) -m pytest -q -m slow tests/test_fuzz.py
+	DEMOSET_FUZZ_CASES=5000 $(PY) -m pytest -q -m slow tests/format/test_fuzz.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/loader.py

@@ -1,6 +1,6 @@
 """DatasetWriter: create a robomimic-layout file and append demos to it safely.
 
-Safety rules, each checked by tests (tests/test_crash_safety.py, test_disk_full.py,
+Safety rules, each checked by tests (tests/format/test_crash_safety.py, test_disk_full.py,
 test_concurrency.py):
 - Shapes and lengths are checked before anything is written.
 - Appending (mode "a", and mode "w" without `atomic`) writes through a `JournaledFile`

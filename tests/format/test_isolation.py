@@ -27,6 +27,7 @@ from demoset.format import preflight, run_isolated, validate
 from demoset.format.isolation import beat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))  # so a child process can import tests.*
 STALL = 1.0  # seconds without progress before a child is killed, in these tests
 SLACK = 15.0  # what a command may take beyond the stall limit on a busy 2-core machine
 
@@ -74,8 +75,8 @@ def heap_damaged_dataset(tmp_path, name: str = "damaged.hdf5", which: int = 1) -
     Heap 0 holds data/env_args, heap 1 every demo's model_file, heap 2 demo_0's ep_meta
     (in the order the writer stores them).
     """
-    sys.path.insert(0, HERE)
-    from conftest import write_dataset
+    sys.path.insert(0, REPO_ROOT)
+    from tests.helpers import write_dataset
 
     path = str(tmp_path / name)
     write_dataset(path, n_demos=3, min_len=4, max_len=6)
@@ -155,8 +156,8 @@ def test_cli_info_and_validate_exit_2_with_one_line_and_repair_salvages(tmp_path
 def test_no_isolation_flag_reads_in_process(tmp_path, capsys):
     from demoset.cli.main import main
 
-    sys.path.insert(0, HERE)
-    from conftest import write_dataset
+    sys.path.insert(0, REPO_ROOT)
+    from tests.helpers import write_dataset
 
     path = write_dataset(tmp_path / "ok.hdf5", n_demos=2)
     assert main(["info", path, "--json", "--no-isolation"]) == 0
@@ -181,8 +182,8 @@ def test_preflight_reads_vlen_data_outside_the_layout(tmp_path):
 
 
 def test_preflight_of_a_clean_file_and_an_unreadable_one(tmp_path):
-    sys.path.insert(0, HERE)
-    from conftest import write_dataset
+    sys.path.insert(0, REPO_ROOT)
+    from tests.helpers import write_dataset
 
     path = write_dataset(tmp_path / "ok.hdf5", n_demos=2, cameras=("agentview",))
     assert preflight(path) == []

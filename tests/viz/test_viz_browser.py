@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from test_viz_outliers import CRAFTED, write_outlier_dataset
+from tests.viz.test_viz_outliers import CRAFTED, write_outlier_dataset
 
 from demoset.viz.report import build_report
 

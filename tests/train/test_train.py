@@ -167,7 +167,7 @@ def test_robomimic_bc_template_loads():
 
 def test_robomimic_paper_bc_rnn_configs_load():
     """The BC-RNN configs robomimic's paper scripts generate (low-dim and image) are accepted."""
-    from conftest import stub_torchvision
+    from tests.helpers import stub_torchvision
 
     stub_torchvision()  # robomimic's scripts import torchvision, which does not import here
     import robomimic.scripts.generate_paper_configs as gpc

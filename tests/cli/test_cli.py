@@ -194,7 +194,7 @@ def test_locked_file_is_explained(tmp_path, make_dataset):
 
 
 def test_info_is_fast_on_200_demos(tmp_path):
-    from conftest import write_dataset
+    from tests.helpers import write_dataset
 
     path = write_dataset(tmp_path / "big.hdf5", n_demos=200, min_len=100, max_len=200)
     start = time.perf_counter()

@@ -27,7 +27,7 @@ from demoset.loader import MetaDataset, SequenceDataset, WindowIndex, collate, s
 from demoset.loader.batch import SampleBatch
 from demoset.loader.store import FileArray, RamArray, fill_padding, shared_outputs
 
-from conftest import LIFT_ENV, write_dataset
+from tests.helpers import LIFT_ENV, write_dataset
 
 LOW_DIM = {"robot0_eef_pos": 3, "object": 10}
 IMAGE_KEYS = ["agentview_image", "robot0_eye_in_hand_image"]

@@ -19,7 +19,7 @@ import torch
 
 from demoset.loader import MetaDataset, SequenceDataset, collate
 
-from conftest import write_dataset
+from tests.helpers import write_dataset
 
 OBS_KEYS = ["robot0_eef_pos", "object", "agentview_image"]
 

@@ -19,7 +19,7 @@ file other than its output, or touches the files that links point to. An isolate
 that HDF5 leaves stuck ends in UnsafeFileError (exit 2) and is counted as "stalled".
 
 `make test` runs a short version; `make fuzz` runs DEMOSET_FUZZ_CASES cases (slow mark).
-The worker is this file run as a script: `python tests/test_fuzz.py --worker ROOT`.
+The worker is this file run as a script: `python tests/format/test_fuzz.py --worker ROOT`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - hypothesis is a dev dependency
     given = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))  # so a child process can import tests.*
 FORMATS = ("robomimic", "d4rl", "raw", "roboturk", "minari")
 TARGETS = {
     "robomimic": [
@@ -150,8 +151,8 @@ def build_seeds(root: str) -> dict[str, str]:
     import h5py
     import numpy as np
 
-    sys.path.insert(0, HERE)
-    from conftest import write_dataset
+    sys.path.insert(0, REPO_ROOT)
+    from tests.helpers import write_dataset
 
     seeds = os.path.join(root, "seeds")
     forbidden = os.path.join(root, "forbidden")
@@ -329,8 +330,8 @@ def apply_ops(path: str, ops: list, forbidden: str) -> None:
                 f.truncate(int(size * op[1]))
             continue
         if kind == "heap":  # the global heap damage that makes HDF5 2.0 loop forever
-            sys.path.insert(0, HERE)
-            from test_isolation import damage_global_heap
+            sys.path.insert(0, REPO_ROOT)
+            from tests.format.test_isolation import damage_global_heap
 
             damage_global_heap(path, op[1])
             continue
@@ -985,8 +986,8 @@ def test_untrusted_attributes_are_text_never_code(tmp_path, monkeypatch):
     from demoset.loader import SequenceDataset
     from demoset.repair import repair
 
-    sys.path.insert(0, HERE)
-    from conftest import write_dataset
+    sys.path.insert(0, REPO_ROOT)
+    from tests.helpers import write_dataset
 
     monkeypatch.chdir(tmp_path)
     path = write_dataset(tmp_path / "hostile.hdf5", n_demos=2)
@@ -1039,8 +1040,8 @@ def _huge_dataset_file(tmp_path) -> str:
     """A valid dataset whose demo_1 declares 8 TB of actions the file does not store."""
     import h5py
 
-    sys.path.insert(0, HERE)
-    from conftest import write_dataset
+    sys.path.insert(0, REPO_ROOT)
+    from tests.helpers import write_dataset
 
     path = write_dataset(tmp_path / "huge.hdf5", n_demos=2)
     with h5py.File(path, "a") as f:
@@ -1095,8 +1096,8 @@ def test_loader_cache_that_would_not_fit_is_refused(tmp_path, monkeypatch):
     from demoset.errors import InsufficientMemoryError
     from demoset.loader import SequenceDataset
 
-    sys.path.insert(0, HERE)
-    from conftest import write_dataset
+    sys.path.insert(0, REPO_ROOT)
+    from tests.helpers import write_dataset
 
     path = write_dataset(tmp_path / "imgs.hdf5", n_demos=3, cameras=("agentview",), image_size=32)
     # pretend this machine has 64 KB free (the real psutil figure is what ensure_fits reads)

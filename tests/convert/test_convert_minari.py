@@ -19,7 +19,7 @@ from demoset.convert.minari import convert_minari, export_minari
 from demoset.errors import ConversionError, WriteError
 from demoset.format import DatasetWriter, open_dataset, validate
 
-from conftest import LIFT_ENV, write_dataset
+from tests.helpers import LIFT_ENV, write_dataset
 
 
 @pytest.fixture

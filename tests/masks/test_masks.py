@@ -10,7 +10,7 @@ from demoset import masks
 from demoset.errors import DemoNotFoundError, FilterKeyError
 from demoset.format import open_dataset
 
-from conftest import stub_torchvision
+from tests.helpers import stub_torchvision
 
 
 def test_create_list_rename_delete(make_dataset):

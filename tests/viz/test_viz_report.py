@@ -20,7 +20,7 @@ from demoset.format import DatasetWriter, open_dataset
 from demoset.viz.report import build_report
 from demoset.viz.sampling import sample_demos, spaced_indices
 
-from conftest import write_dataset
+from tests.helpers import write_dataset
 
 SPLIT = {"train": [f"demo_{i}" for i in range(7)], "valid": ["demo_7", "demo_8"]}
 

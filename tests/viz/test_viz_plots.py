@@ -131,7 +131,7 @@ def test_plot_cli_bad_input_is_one_line_exit_2(make_dataset, tmp_path, capsys, e
 
 
 def test_lengths_plot_rings_length_outliers(tmp_path):
-    from test_viz_outliers import write_outlier_dataset
+    from tests.viz.test_viz_outliers import write_outlier_dataset
 
     path = write_outlier_dataset(tmp_path / "odd.hdf5")
     make_plots(path, tmp_path / "odd", keys=["actions"])

@@ -22,7 +22,7 @@ from demoset.loader.copying import (
     torch_take,
 )
 
-from conftest import write_dataset
+from tests.helpers import write_dataset
 
 
 def test_split_rows_copies_every_row_once_over_threads():

@@ -18,7 +18,7 @@ import pytest
 from demoset.errors import ConfigError
 from demoset.loader import SequenceDataset
 
-from conftest import write_dataset
+from tests.helpers import write_dataset
 
 LOW_DIM = {"robot0_eef_pos": 3, "object": 10}
 CAMERAS = ("agentview", "robot0_eye_in_hand")
