@@ -22,9 +22,10 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from tests.viz.test_viz_outliers import CRAFTED, write_outlier_dataset
 
 from demoset.viz.report import build_report
+
+from tests.viz.test_viz_outliers import CRAFTED, write_outlier_dataset
 
 CHROMIUM = "/usr/bin/chromium"
 
