@@ -25,7 +25,7 @@ from demoset.fsutil import temp_path_beside
 Progress = Callable[[int, int], None]
 
 
-class _AtomicOutput:
+class AtomicOutput:
     """A new HDF5 file written under a temporary name and renamed into place on success."""
 
     def __init__(self, out: str, overwrite: bool, sources: list[str]):
@@ -140,7 +140,7 @@ def subset(
         masks = {k: df.filter_key_demos(k) for k in df.filter_keys}
         src_attrs = {k: v for k, v in df.h5[C.DATA_GROUP].attrs.items() if k != C.ATTR_TOTAL}
         names = {d: (C.demo_name(i) if renumber else d) for i, d in enumerate(chosen)}
-        with _AtomicOutput(out, overwrite, [path]) as h5:
+        with AtomicOutput(out, overwrite, [path]) as h5:
             data = h5.create_group(C.DATA_GROUP)
             for key, value in src_attrs.items():
                 data.attrs[key] = value
@@ -212,7 +212,7 @@ def merge(
         result: dict[str, list[str]] = {}
         merged_masks: dict[str, list[str]] = {}
         stems: dict[str, int] = {}
-        with _AtomicOutput(out, overwrite, paths) as h5:
+        with AtomicOutput(out, overwrite, paths) as h5:
             data = h5.create_group(C.DATA_GROUP)
             if ref is not None:
                 data.attrs[C.ATTR_ENV_ARGS] = ref.to_json()
