@@ -21,6 +21,7 @@ from demoset.format.demofile import open_dataset
 from demoset.format.h5io import is_enospc, same_file
 from demoset.format.journal import GuardedFile
 from demoset.fsutil import temp_path_beside
+from demoset.stored_stats import STATS_GROUP
 
 Progress = Callable[[int, int], None]
 
@@ -99,6 +100,12 @@ def _write_error(exc: BaseException, out: str) -> WriteError:
 
 def _copy_demo(src: h5py.File, src_demo: str, dst_data: h5py.Group, dst_demo: str) -> int:
     src.copy(src[f"{C.DATA_GROUP}/{src_demo}"], dst_data, name=dst_demo)
+    stats = f"{STATS_GROUP}/{src_demo}"
+    if stats in src and isinstance(src[stats], h5py.Group):  # statistics travel with the demo
+        dst_root = dst_data.file.require_group(STATS_GROUP)
+        for key, value in src[STATS_GROUP].attrs.items():
+            dst_root.attrs[key] = value
+        src.copy(src[stats], dst_root, name=dst_demo)
     grp = dst_data[dst_demo]
     if C.ATTR_NUM_SAMPLES in grp.attrs:
         return int(grp.attrs[C.ATTR_NUM_SAMPLES])

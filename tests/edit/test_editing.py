@@ -47,7 +47,7 @@ def source(tmp_path):
 
 
 def assert_clean(path):
-    errors = [f for f in validate(path) if f.severity == "error"]
+    errors = [f for f in validate(path) if f.level == "error"]
     assert errors == []
     with open_dataset(path) as df:
         total = 0

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "demoset.cli.masks_cmd",
     "demoset.cli.edit_cmd",
     "demoset.cli.curate_cmd",
+    "demoset.cli.stats_cmd",
     "demoset.cli.convert_cmd",
     "demoset.cli.sim_cmd",
     "demoset.cli.viz_cmd",

@@ -3,7 +3,8 @@
 Demos are copied with HDF5's object copy, so arrays an edit does not touch (compressed image
 chunks included) move without being decoded; the edit then changes only what it must in the
 new file. Afterwards each demo's `num_samples` is set from its actions, `data/total` is
-summed again and every filter key is restricted to the demos that remain.
+summed again, every filter key is restricted to the demos that remain, and each demo's
+statistics (demoset.stored_stats) are computed from what it now holds.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from demoset.edit import AtomicOutput
 from demoset.errors import LayoutError
 from demoset.format import constants as C
 from demoset.format.demofile import DemoFile, open_dataset
+from demoset.stored_stats import STATS_GROUP, group_stats, write_demo_stats
 
 Progress = Callable[[int, int], None]
 DemoEdit = Callable[[DemoFile, str, h5py.Group], None]
 """Changes one copied demo in the output: (source file, demo name, output group)."""
 
-_LAYOUT_GROUPS = (C.DATA_GROUP, C.MASK_GROUP, C.STAGING_GROUP)
+_LAYOUT_GROUPS = (C.DATA_GROUP, C.MASK_GROUP, C.STAGING_GROUP, STATS_GROUP)
 
 
 @dataclass
@@ -70,6 +72,7 @@ def rewrite(
                 if edit_demo is not None:
                     edit_demo(df, demo, grp)
                 result.total += _set_num_samples(grp, path, demo)
+                write_demo_stats(h5, demo, group_stats(grp))
                 if progress:
                     progress(i + 1, len(kept))
             data.attrs[C.ATTR_TOTAL] = result.total
