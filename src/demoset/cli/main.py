@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "demoset.cli.edit_cmd",
     "demoset.cli.curate_cmd",
     "demoset.cli.stats_cmd",
+    "demoset.cli.doctor_cmd",
     "demoset.cli.convert_cmd",
     "demoset.cli.sim_cmd",
     "demoset.cli.viz_cmd",
