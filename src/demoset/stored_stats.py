@@ -6,8 +6,9 @@ Layout (`demoset_stats/` at the top of the file; robomimic reads only `data/` an
 demoset_stats/                 attrs: version, relative_accuracy, zero_limit
   <demo>/<key>/                e.g. demo_0/actions, demo_0/obs/robot0_eef_pos
     attrs: count (frames)
-    mean, m2, min, max         float64, the per-step shape
-    sketch_keys, sketch_counts int64: the quantile sketch (demoset.quantiles)
+    moments                    float64 (4, per-step shape): mean, M2, min, max
+    sketch                     int64 (2, K): the quantile sketch's keys and counts
+                               (demoset.quantiles)
 ```
 
 Keys are the arrays training normalises: `actions`, `action_dict/*` and the non-image
@@ -135,27 +136,26 @@ def group_stats(grp: h5py.Group) -> dict[str, KeyStats]:
 
 def write_demo_stats(h5: h5py.File, demo: str, stats: dict[str, KeyStats]) -> None:
     """Store one demo's statistics (replacing what it had) in an open, writable file."""
-    root = h5.require_group(STATS_GROUP)
-    root.attrs["version"] = VERSION
-    root.attrs["relative_accuracy"] = RELATIVE_ACCURACY
-    root.attrs["zero_limit"] = ZERO_LIMIT
+    if STATS_GROUP not in h5:
+        root = h5.create_group(STATS_GROUP)
+        root.attrs["version"] = VERSION
+        root.attrs["relative_accuracy"] = RELATIVE_ACCURACY
+        root.attrs["zero_limit"] = ZERO_LIMIT
+    root = h5[STATS_GROUP]
     if demo in root:
         del root[demo]
     for key, s in stats.items():
         grp = root.create_group(f"{demo}/{key}")
         grp.attrs["count"] = s.count
-        for name in ("mean", "m2", "min", "max"):
-            grp.create_dataset(name, data=getattr(s, name))
-        grp.create_dataset("sketch_keys", data=s.sketch.keys)
-        grp.create_dataset("sketch_counts", data=s.sketch.counts)
+        grp.create_dataset("moments", data=np.stack([s.mean, s.m2, s.min, s.max]))
+        grp.create_dataset("sketch", data=np.stack([s.sketch.keys, s.sketch.counts]))
 
 
 def _read_one(grp: h5py.Group) -> KeyStats:
-    arrays = [np.asarray(grp[name][()], dtype=np.float64) for name in ("mean", "m2", "min", "max")]
-    keys = np.asarray(grp["sketch_keys"][()], dtype=np.int64)
-    counts = np.asarray(grp["sketch_counts"][()], dtype=np.int64)
-    dims = max(int(np.prod(arrays[0].shape, dtype=np.int64)), 1)
-    return KeyStats(int(grp.attrs["count"]), *arrays, QuantileSketch(dims, keys, counts))
+    moments = np.asarray(grp["moments"][()], dtype=np.float64)
+    keys, counts = np.asarray(grp["sketch"][()], dtype=np.int64)
+    dims = max(int(np.prod(moments.shape[1:], dtype=np.int64)), 1)
+    return KeyStats(int(grp.attrs["count"]), *moments, QuantileSketch(dims, keys, counts))
 
 
 def read_stats(

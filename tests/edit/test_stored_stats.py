@@ -112,8 +112,8 @@ def test_subset_merge_and_edit_carry_stats(stored, tmp_path):
     with h5py.File(sub, "r") as h5, h5py.File(stored, "r") as src:
         assert sorted(h5[STATS_GROUP].keys()) == ["demo_0", "demo_1"]
         np.testing.assert_array_equal(
-            h5[f"{STATS_GROUP}/demo_1/actions/mean"][()],
-            src[f"{STATS_GROUP}/demo_4/actions/mean"][()],
+            h5[f"{STATS_GROUP}/demo_1/actions/moments"][()],
+            src[f"{STATS_GROUP}/demo_4/actions/moments"][()],
         )
     assert union_stats(sub)[1]
     merged = tmp_path / "merged.hdf5"
