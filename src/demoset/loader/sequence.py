@@ -40,6 +40,7 @@ from demoset.loader.store import (
     shared_outputs,
 )
 from demoset.memory import ensure_fits, format_bytes
+from demoset.stored_stats import read_stats
 
 CACHE_MODES = ("all", "low_dim", None)
 DEMOS_PER_STEP = 16
@@ -495,6 +496,11 @@ class SequenceDataset(torch.utils.data.Dataset):
 
         def compute() -> S.Moments:
             with self._reader.session():
+                stored = read_stats(self._reader.demofile().h5, key, self.demos, self._lengths)
+                if stored is not None:  # statistics stored in the file: no pass over the data
+                    return S.merge_moments(
+                        S.Moments(p.count, p.mean, p.m2, p.min, p.max) for p in stored
+                    )
                 parts = array.demo_arrays(self._reader, self.demos, self._lengths, starts)
                 return S.compute_moments(parts)
 
