@@ -49,7 +49,7 @@ def edits(src: str, tmp: str) -> dict[str, float]:
         trim_demos,
     )
     from demoset.format import open_dataset
-    from demoset.stored_stats import store_stats
+    from demoset.format.stored_stats import store_stats
 
     with open_dataset(src) as df:
         half = df.demos[::2]

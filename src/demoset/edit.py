@@ -20,8 +20,8 @@ from demoset.format import constants as C
 from demoset.format.demofile import open_dataset
 from demoset.format.h5io import is_enospc, same_file
 from demoset.format.journal import GuardedFile
+from demoset.format.stored_stats import STATS_GROUP
 from demoset.fsutil import temp_path_beside
-from demoset.stored_stats import STATS_GROUP
 
 Progress = Callable[[int, int], None]
 

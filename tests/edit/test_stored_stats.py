@@ -12,12 +12,12 @@ import demoset.loader.stats
 from demoset.cli.main import main
 from demoset.edit import merge, subset
 from demoset.editing import trim_demos
-from demoset.format import open_dataset, validate
+from demoset.format import DatasetWriter, open_dataset, validate
+from demoset.format.quantiles import RELATIVE_ACCURACY, ZERO_LIMIT, QuantileSketch
+from demoset.format.stored_stats import STATS_GROUP, read_stats, store_stats, union_stats
 from demoset.loader import SequenceDataset
-from demoset.quantiles import RELATIVE_ACCURACY, ZERO_LIMIT, QuantileSketch
-from demoset.stored_stats import STATS_GROUP, read_stats, store_stats, union_stats
 
-from tests.helpers import write_dataset
+from tests.helpers import LIFT_ENV, write_dataset
 
 SPLIT = {"train": ["demo_0", "demo_2", "demo_3", "demo_5"], "valid": ["demo_1", "demo_4"]}
 
@@ -133,6 +133,8 @@ def test_subset_merge_and_edit_carry_stats(stored, tmp_path):
 
 def test_cli_stats_store_and_info(tmp_path, capsys):
     path = write_dataset(tmp_path / "c.hdf5", n_demos=3)
+    with h5py.File(path, "a") as h5:
+        del h5[STATS_GROUP]  # as a file written by another tool
     assert main(["stats", path, "--json"]) == 0
     before = json.loads(capsys.readouterr().out)
     assert before["stored"] is False
@@ -158,3 +160,18 @@ def test_robomimic_ignores_the_stats_group(stored):
         hdf5_normalize_obs=True,
     )
     assert len(ds) > 0 and ds[0]["actions"].shape[-1] == 7
+
+
+def test_the_writer_stores_statistics_with_each_demo(tmp_path):
+    path = write_dataset(tmp_path / "w.hdf5", n_demos=4, cameras=("agentview",))
+    stats, was_stored = union_stats(path)
+    assert was_stored
+    assert set(stats) == {"actions", "obs/robot0_eef_pos", "obs/object"}  # no image keys
+    with open_dataset(path) as df:
+        acts = np.concatenate([df.read(d, "actions") for d in df.demos]).astype(np.float32)
+    np.testing.assert_array_equal(stats["actions"].max, acts.max(axis=0))
+    plain = tmp_path / "plain.hdf5"
+    with DatasetWriter(plain, env_meta=LIFT_ENV, stats=False) as w:
+        w.add_demo(actions=np.zeros((3, 2)), obs={"x": np.zeros((3, 1))})
+    with h5py.File(plain, "r") as h5:
+        assert STATS_GROUP not in h5

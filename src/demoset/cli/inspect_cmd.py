@@ -206,7 +206,7 @@ def run_info(args: argparse.Namespace) -> int:
         args, summarize, path, path=path, filter_key=args.filter_key, verbose=args.verbose
     )
     if args.stats:
-        from demoset.stored_stats import stats_summary
+        from demoset.format.stored_stats import stats_summary
 
         s["stats"] = call_reader(args, stats_summary, path, path=path, filter_key=args.filter_key)
     if args.json:

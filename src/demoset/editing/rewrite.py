@@ -4,7 +4,7 @@ Demos are copied with HDF5's object copy, so arrays an edit does not touch (comp
 chunks included) move without being decoded; the edit then changes only what it must in the
 new file. Afterwards each demo's `num_samples` is set from its actions, `data/total` is
 summed again, every filter key is restricted to the demos that remain, and each demo's
-statistics (demoset.stored_stats) are computed from what it now holds.
+statistics (demoset.format.stored_stats) are computed from what it now holds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from demoset.edit import AtomicOutput
 from demoset.errors import LayoutError
 from demoset.format import constants as C
 from demoset.format.demofile import DemoFile, open_dataset
-from demoset.stored_stats import STATS_GROUP, group_stats, write_demo_stats
+from demoset.format.stored_stats import STATS_GROUP, group_stats, write_demo_stats
 
 Progress = Callable[[int, int], None]
 DemoEdit = Callable[[DemoFile, str, h5py.Group], None]

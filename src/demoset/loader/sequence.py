@@ -22,6 +22,7 @@ import torch.utils.data
 from demoset.errors import ConfigError, LayoutError
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import guarded_method
+from demoset.format.stored_stats import read_stats
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies, tuner
@@ -40,7 +41,6 @@ from demoset.loader.store import (
     shared_outputs,
 )
 from demoset.memory import ensure_fits, format_bytes
-from demoset.stored_stats import read_stats
 
 CACHE_MODES = ("all", "low_dim", None)
 DEMOS_PER_STEP = 16

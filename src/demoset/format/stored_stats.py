@@ -8,7 +8,7 @@ demoset_stats/                 attrs: version, relative_accuracy, zero_limit
     attrs: count (frames)
     moments                    float64 (4, per-step shape): mean, M2, min, max
     sketch                     int64 (2, K): the quantile sketch's keys and counts
-                               (demoset.quantiles)
+                               (demoset.format.quantiles)
 ```
 
 Keys are the arrays training normalises: `actions`, `action_dict/*` and the non-image
@@ -27,8 +27,9 @@ other mismatch makes the reader return None, and the caller computes from the ar
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import h5py
 import numpy as np
@@ -36,7 +37,7 @@ import numpy as np
 from demoset.errors import LayoutError, WriteError
 from demoset.format import constants as C
 from demoset.format.demofile import DemoFile, open_dataset
-from demoset.quantiles import RELATIVE_ACCURACY, ZERO_LIMIT, QuantileSketch
+from demoset.format.quantiles import RELATIVE_ACCURACY, ZERO_LIMIT, QuantileSketch
 
 STATS_GROUP = "demoset_stats"
 VERSION = 1
@@ -115,23 +116,34 @@ def demo_stats(df: DemoFile, demo: str) -> dict[str, KeyStats]:
     return out
 
 
-def group_stats(grp: h5py.Group) -> dict[str, KeyStats]:
-    """Statistics of the stats keys of a demo group of a file demoset itself is writing."""
-    n = int(grp[C.ACTIONS].shape[0])
-    names = [C.ACTIONS]
-    for sub in (C.ACTION_DICT, C.OBS):
-        if sub in grp:
-            names += [
-                f"{sub}/{k}"
-                for k, d in grp[sub].items()
-                if isinstance(d, h5py.Dataset) and not C.is_image_shape(d.shape[1:], d.dtype)
-            ]
+def is_stats_key(key: str, step_shape: tuple, dtype) -> bool:
+    """Whether an array (its path inside a demo) gets statistics: see the module docstring."""
+    if not np.issubdtype(np.dtype(dtype), np.number):
+        return False
+    if key == C.ACTIONS or key.startswith(C.ACTION_DICT + "/"):
+        return True
+    return key.startswith(C.OBS + "/") and not C.is_image_shape(tuple(step_shape), dtype)
+
+
+def stats_of_arrays(arrays: Mapping[str, Any], n: int) -> dict[str, KeyStats]:
+    """Statistics of the stats keys among a demo's arrays (paths inside the demo -> arrays)."""
     out = {}
-    for key in names:
-        values = grp[key][:n]
-        if n and np.issubdtype(values.dtype, np.number):
-            out[key] = KeyStats.of(as_loaded(key, values))
+    for key, arr in arrays.items():
+        if n and arr.ndim >= 1 and is_stats_key(key, arr.shape[1:], arr.dtype):
+            out[key] = KeyStats.of(as_loaded(key, np.asarray(arr[:n])))
     return out
+
+
+def group_stats(grp: h5py.Group) -> dict[str, KeyStats]:
+    """Statistics of a demo group of a file demoset itself is writing."""
+    arrays: dict[str, h5py.Dataset] = {}
+
+    def collect(name: str, node) -> None:  # visititems stops at a value other than None
+        if isinstance(node, h5py.Dataset):
+            arrays[name] = node
+
+    grp.visititems(collect)
+    return stats_of_arrays(arrays, int(grp[C.ACTIONS].shape[0]))
 
 
 def write_demo_stats(h5: h5py.File, demo: str, stats: dict[str, KeyStats]) -> None:
