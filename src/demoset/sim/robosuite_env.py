@@ -201,6 +201,12 @@ class RobosuiteEnv(Env):
         # Stored models (and only they) get the recording version's asset files, after
         # robosuite's own path edit, every time robosuite compiles one.
         self.env._xml_processors.append(self._stored_model_assets)
+        from demoset.sim.legacy_controllers import is_legacy_version
+
+        if is_legacy_version(recorded_version):
+            from demoset.sim.legacy_obs import restore_legacy_observables
+
+            restore_legacy_observables(self.env, env_name)
         for name in self.env.observation_names:
             if "joint_pos" in name or "eef_vel" in name:
                 self.env.modify_observable(observable_name=name, attribute="active", modifier=True)
