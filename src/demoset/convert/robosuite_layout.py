@@ -59,7 +59,9 @@ def model_xml(value: str, raw_path: str, h5path: str) -> str:
             h5path,
         )
     if os.path.getsize(xml_path) > MAX_MODEL_BYTES:
-        raise ConversionError(f"{xml_path} is larger than {MAX_MODEL_BYTES} bytes", raw_path, h5path)
+        raise ConversionError(
+            f"{xml_path} is larger than {MAX_MODEL_BYTES} bytes", raw_path, h5path
+        )
     try:
         with open(xml_path, encoding="utf-8") as f:
             return f.read()

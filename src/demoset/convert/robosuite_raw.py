@@ -204,9 +204,7 @@ def convert_robosuite_raw(
                     if env is not None:
                         ad = pose_action_dict(actions, "rel_")
                         try:
-                            env.reset_to(
-                                {"model": xml, "ep_meta": attrs.get(C.ATTR_EP_META)}
-                            )
+                            env.reset_to({"model": xml, "ep_meta": attrs.get(C.ATTR_EP_META)})
                             absolute = env.absolute_pose_actions(states, actions)
                         except DemosetError as exc:
                             raise ConversionError(exc.message, raw_path, f"/data/{demo}") from None

@@ -32,8 +32,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 from demoset.errors import SimulationError
@@ -289,7 +289,10 @@ def use_recorded_assets(xml: str, version: str, root: Path | None = None) -> str
     for elem in asset.iter():
         if elem.tag not in _FILE_ELEMENTS:
             continue
-        for attr in ("file", *(f"file{side}" for side in ("right", "left", "up", "down", "front", "back"))):
+        for attr in (
+            "file",
+            *(f"file{side}" for side in ("right", "left", "up", "down", "front", "back")),
+        ):
             stored = elem.get(attr)
             if stored:
                 resolved = _resolve_one(stored, root, version)
