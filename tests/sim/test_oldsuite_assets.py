@@ -14,7 +14,10 @@ from demoset.errors import SimulationError
 from demoset.sim import legacy_assets as LA
 from demoset.sim.legacy_model import modern_names, prepare_stored_model
 
-from tests.sim.oldsuite_support import VERSION, assets_141, offline, stored_xml  # noqa: F401
+from tests.sim import oldsuite_support as support
+from tests.sim.oldsuite_support import VERSION, stored_xml
+
+assets_141, offline = support.assets_141, support.offline  # fixtures used here
 
 STATE_SIZE = 32  # 1 + nq + nv of the fixture's Lift/Panda scene, as stored
 

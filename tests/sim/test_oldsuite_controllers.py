@@ -11,7 +11,10 @@ from demoset.errors import SimulationError
 from demoset.sim.legacy_check import check_scene_rebuildable
 from demoset.sim.legacy_controllers import modern_env_kwargs
 
-from tests.sim.oldsuite_support import RAW_V141, assets_141, offline  # noqa: F401
+from tests.sim import oldsuite_support as support
+from tests.sim.oldsuite_support import RAW_V141
+
+assets_141, offline = support.assets_141, support.offline  # fixtures used here
 
 
 def _stored_env_info() -> dict:
