@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import h5py
+import numpy as np
 import pytest
 
 from demoset.errors import SimulationError
@@ -80,6 +81,13 @@ def test_environment_of_a_141_dataset_runs_the_mapped_controller(offline):
         out = env.env_meta
         assert out.extra["recorded_env_version"] == "1.4.1"
         assert out.env_kwargs["controller_configs"]["type"] == "BASIC"
+        # As a rollout uses it: hard resets rebuild the sensors; Lift's gripper-to-cube
+        # vector keeps robosuite 1.4's sign (gripper minus cube) through them.
+        for _ in range(2):
+            env.reset()
+            obs, _, _, _ = env.step(np.zeros(env.action_dim))
+            expected = obs["robot0_eef_pos"] - obs["object"][:3]
+            np.testing.assert_allclose(obs["object"][7:10], expected, atol=1e-9)
     finally:
         env.close()
 
