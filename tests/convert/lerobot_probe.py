@@ -1,12 +1,12 @@
 """Run inside the lerobot venv (scripts/lerobot_env.sh), never by pytest directly.
 
-    python lerobot_probe.py read ROOT OUT.npz   LeRobotDataset(root=ROOT): its low-dim
-        columns per frame, its metadata, and each camera's frames picked at
-        from_timestamp + timestamp from the MP4 (decoded with PyAV, since lerobot's own
-        decoders need torchvision/torchcodec, which do not import beside this torch)
-    python lerobot_probe.py write ROOT OUT.npz  LeRobotDataset.create + add_frame +
-        save_episode + finalize: a small dataset made by LeRobot's own writer, and the
-        values that were given to it
+python lerobot_probe.py read ROOT OUT.npz   LeRobotDataset(root=ROOT): its low-dim
+    columns per frame, its metadata, and each camera's frames picked at
+    from_timestamp + timestamp from the MP4 (decoded with PyAV, since lerobot's own
+    decoders need torchvision/torchcodec, which do not import beside this torch)
+python lerobot_probe.py write ROOT OUT.npz  LeRobotDataset.create + add_frame +
+    save_episode + finalize: a small dataset made by LeRobot's own writer, and the
+    values that were given to it
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def read(root: str, out: str) -> None:
         if ft["dtype"] in ("video", "image", "string"):
             continue
         col = hf[name]
-        arrays[f"col/{name}"] = torch.stack(list(col)).numpy() if isinstance(col[0], torch.Tensor) else np.asarray(col)
+        arrays[f"col/{name}"] = (
+            torch.stack(list(col)).numpy() if isinstance(col[0], torch.Tensor) else np.asarray(col)
+        )
     for key in meta.video_keys:
         frames = []
         for ep in range(meta.total_episodes):
