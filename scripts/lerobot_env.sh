@@ -14,15 +14,18 @@
 set -euo pipefail
 VENV=${1:-${DEMOSET_LEROBOT_VENV:-$HOME/.cache/demoset/lerobot-venv}}
 STAMP="$VENV/.demoset-lerobot-ready"
+mkdir -p "$(dirname "$VENV")"
+# one build at a time (parallel test workers may all ask for it)
+exec 9>"$VENV.lock"
+flock 9
 VERSION_TAG="lerobot==0.4.4 torch==2.13.0 stub-torchvision-1 numpy<2.3"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$VERSION_TAG" ]; then
     echo "lerobot_env: ready ($VENV)"
     exit 0
 fi
 PYTHON=${PYTHON:-python3}
-mkdir -p "$(dirname "$VENV")"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-warn-conflicts)
 # the CPU torch wheel first: lerobot's own pin would pull a CUDA build
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" --no-deps "lerobot==0.4.4" "accelerate>=1.10,<2"

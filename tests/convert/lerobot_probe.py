@@ -24,29 +24,42 @@ def read(root: str, out: str) -> None:
 
     ds = LeRobotDataset("demoset/probe", root=root)
     meta = ds.meta
-    hf = ds.hf_dataset
     arrays = {}
+    # the values LeRobot hands to a policy: its frames (hf_transform_to_torch), and the
+    # stored values underneath (the loaded dataset without that transform)
+    items = [ds.hf_dataset[i] for i in range(len(ds.hf_dataset))]
+    raw = ds.hf_dataset.with_format(None)
+    table = ds.hf_dataset.data  # the arrow table LeRobot loaded, in its stored dtypes
     for name, ft in meta.features.items():
         if ft["dtype"] in ("video", "image", "string"):
             continue
-        col = hf[name]
-        arrays[f"col/{name}"] = (
-            torch.stack(list(col)).numpy() if isinstance(col[0], torch.Tensor) else np.asarray(col)
-        )
+        arrays[f"torch/{name}"] = torch.stack([it[name] for it in items]).numpy()
+        col = table.column(name).combine_chunks()
+        if hasattr(col, "flatten") and col.type.num_fields == 1:
+            arrays[f"col/{name}"] = col.flatten().to_numpy().reshape(len(col), -1)
+        else:
+            arrays[f"col/{name}"] = col.to_numpy(zero_copy_only=False)
+    decoded = {}
     for key in meta.video_keys:
         frames = []
         for ep in range(meta.total_episodes):
             row = meta.episodes[ep]
             path = f"{root}/" + meta.get_video_file_path(ep, key).as_posix()
+            if path not in decoded:
+                with av.open(path) as c:
+                    s = c.streams.video[0]
+                    decoded[path] = {
+                        round(float(f.pts * s.time_base), 4): f.to_ndarray(format="rgb24")
+                        for f in c.decode(s)
+                    }
             start = row[f"videos/{key}/from_timestamp"]
-            n = row["length"]
-            wanted = [start + t / meta.fps for t in range(n)]
-            got = {}
-            with av.open(path) as c:
-                s = c.streams.video[0]
-                for f in c.decode(s):
-                    got[round(float(f.pts * s.time_base), 4)] = f.to_ndarray(format="rgb24")
-            frames.append(np.stack([got[round(w, 4)] for w in wanted]))
+            ts = [
+                float(t)
+                for t in raw.select(range(row["dataset_from_index"], row["dataset_to_index"]))[
+                    "timestamp"
+                ]
+            ]
+            frames.append(np.stack([decoded[path][round(start + t, 4)] for t in ts]))
         arrays[f"video/{key}"] = np.concatenate(frames)
     info = {
         "codebase_version": meta.info["codebase_version"],
@@ -97,8 +110,25 @@ def write(root: str, out: str) -> None:
             ds.add_frame(frame)
         ds.save_episode()
     ds.finalize()
-    np.savez(out, lengths=np.array([6, 9, 5]), **{k: np.stack(v) for k, v in given.items()})
+    np.savez_compressed(
+        out, lengths=np.array([6, 9, 5]), **{k: np.stack(v) for k, v in given.items()}
+    )
+
+
+def upgrade(root: str) -> None:
+    import os
+
+    from lerobot.datasets.v30.convert_dataset_v21_to_v30 import convert_dataset
+
+    parent, name = os.path.split(os.path.abspath(root))
+    convert_dataset(repo_id=name, root=parent, push_to_hub=False)
 
 
 if __name__ == "__main__":
-    {"read": read, "write": write}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    args = sys.argv[1:]
+    while args:
+        command = args.pop(0)
+        if command == "upgrade":
+            upgrade(args.pop(0))
+        else:
+            {"read": read, "write": write}[command](args.pop(0), args.pop(0))

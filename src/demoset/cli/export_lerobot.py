@@ -18,7 +18,7 @@ def register(targets: argparse._SubParsersAction) -> None:
         "(and observation.state, the float32 concatenation of the low-dim keys), camera keys -> "
         "MP4 video encoded with PyAV, actions -> action, rewards -> next.reward, dones -> next.done, "
         "the ep_meta 'lang' as the task. The PSNR of the decoded frames is reported; h264-lossless "
-        "and ffv1 keep every pixel. What LeRobot has no field for (states, model_file, filter keys, "
+        "keeps every pixel. What LeRobot has no field for (states, model_file, filter keys, "
         "env_args, next_obs) is kept in meta/demoset.hdf5, so `demoset convert lerobot` gives back "
         "the original values.",
     )
@@ -31,7 +31,7 @@ def register(targets: argparse._SubParsersAction) -> None:
         "--video-codec",
         default=DEFAULT_CODEC,
         choices=list(CODECS),
-        help=f"video codec (default {DEFAULT_CODEC}; h264-lossless and ffv1 are lossless)",
+        help=f"video codec (default {DEFAULT_CODEC}; h264-lossless keeps every pixel)",
     )
     p.add_argument(
         "--crf", type=int, default=None, help="quality of a lossy codec (lower is better)"

@@ -624,7 +624,7 @@ def export_lerobot(
     """Write the robomimic-layout file `dataset` as a LeRobot dataset folder `out`.
 
     `fps` sets the timestamps (robosuite's default control rate is 20 Hz). `video_codec`
-    is one of `video_av.CODECS` ("h264-lossless" and "ffv1" keep frames exactly); `crf`
+    is one of `video_av.CODECS` ("h264-lossless" keeps frames exactly); `crf`
     overrides a lossy codec's quality. `state_keys` lists the low-dim keys concatenated
     into observation.state (default: every float one; [] for none).
     """

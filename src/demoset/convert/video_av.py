@@ -6,9 +6,11 @@ number / fps, so the k-th frame is at k / fps seconds) and `iter_frames` reads o
 with the time of each frame. `psnr` measures what a lossy codec lost.
 
 Codecs (`CODECS`): "h264" and "av1" are lossy (YUV 4:2:0, what LeRobot itself writes;
-av1 is LeRobot's default); "h264-lossless" (x264's RGB encoder at qp 0) and "ffv1" keep
-every pixel exactly. All four decode with the ffmpeg that LeRobot's decoders
-(torchcodec, torchvision's PyAV backend) use. Like LeRobot, a key frame every 2 frames
+av1 is LeRobot's default); "h264-lossless" (x264's RGB encoder at qp 0, decoded as planar
+RGB) keeps every pixel exactly. All three decode with the ffmpeg that LeRobot's decoders
+(torchcodec, torchvision's PyAV backend) use. FFV1 is not offered: the MP4 muxer of the
+ffmpeg inside LeRobot's PyAV refuses it, so LeRobot's own tools (the v2.1 -> v3.0
+converter, dataset aggregation) cannot copy such files. Like LeRobot, a key frame every 2 frames
 keeps seeking to any frame cheap.
 """
 
@@ -41,7 +43,6 @@ CODECS: dict[str, Codec] = {
     "h264": Codec("libx264", "yuv420p", "h264", False, (("crf", "18"), ("preset", "fast"))),
     "av1": Codec("libsvtav1", "yuv420p", "av1", False, (("crf", "30"), ("preset", "8"))),
     "h264-lossless": Codec("libx264rgb", "rgb24", "h264", True, (("qp", "0"), ("preset", "fast"))),
-    "ffv1": Codec("ffv1", "bgr0", "ffv1", True, ()),
 }
 DEFAULT_CODEC = "h264"
 GOP = 2
