@@ -295,13 +295,14 @@ class _VideoReader:
         self.path: str | None = None
         self.frames: Iterator[tuple[float, np.ndarray]] | None = None
         self.pending: tuple[float, np.ndarray] | None = None
+        self.position = -np.inf
 
     def read(self, path: str, times: np.ndarray, episode: int) -> np.ndarray:
-        if path != self.path or (
-            self.pending is not None and self.pending[0] > times[0] + self.tolerance
-        ):
+        if path != self.path or times[0] < self.position - self.tolerance:
+            # another file, or an episode earlier in this one: decode from the start
             self.close()
             self.path, self.frames, self.pending = path, iter_frames(path), None
+        self.position = float(times[-1])
         out = []
         for t in times:
             while True:
