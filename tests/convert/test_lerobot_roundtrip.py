@@ -165,3 +165,23 @@ def test_real_renders_round_trip_through_the_cli(tmp_path, capsys):
     assert "restored demo names" in capsys.readouterr().out
     assert differences(EXAMPLE, str(back)) == []
     assert main(["validate", str(back)]) == 0
+
+
+def test_v30_files_roll_over_and_import_across_them(tmp_path, monkeypatch):
+    """Past the size limits a v3.0 dataset continues in the next data/video file."""
+    from demoset.convert import lerobot_layout
+
+    monkeypatch.setattr(lerobot_layout, "DATA_FILE_MB", 1e-6)
+    monkeypatch.setattr(lerobot_layout, "VIDEO_FILE_MB", 1e-6)
+    src = write_smooth_dataset(tmp_path / "src.hdf5", n_demos=3)
+    out = tmp_path / "lerobot"
+    export_lerobot(src, out, video_codec="h264-lossless")
+    assert sorted(os.listdir(out / "data" / "chunk-000")) == [
+        "file-000.parquet",
+        "file-001.parquet",
+        "file-002.parquet",
+    ]
+    assert len(os.listdir(out / "videos" / "observation.images.wrist" / "chunk-000")) == 3
+    back = tmp_path / "back.hdf5"
+    convert_lerobot(out, back)
+    assert differences(src, str(back)) == []
