@@ -14,7 +14,7 @@ EXPORT_MODULES = ["demoset.cli.export_lerobot", "demoset.cli.export_zarr"]
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "export",
-        help="write a dataset in another layout (Minari); the source is untouched",
+        help="write a dataset in another layout (Minari, LeRobot, zarr); the source is untouched",
         description="Export a robomimic-layout dataset to another layout.",
     )
     targets = parser.add_subparsers(dest="target", metavar="TARGET")
