@@ -175,12 +175,6 @@ def export_zarr(
             specs[key] = (info.shape, info.dtype)
         for key, info in df.action_dict_keys(first).items():
             specs[ACTION_DICT + key] = (info.shape, info.dtype)
-        modes = []
-        for demo in demos:  # next_obs modes first: a stored next_obs needs its arrays
-            modes.append(read_demo_mode(df, demo, list(obs_info)))
-        if STORED in modes:
-            for key, info in obs_info.items():
-                specs[NEXT_OBS + key] = (info.shape, info.dtype)
         tmp = tempfile.mkdtemp(
             prefix=f".{os.path.basename(target)}.", suffix=".partial", dir=parent
         )
@@ -189,34 +183,51 @@ def export_zarr(
             data = root.require_group("data")
             meta = root.require_group("meta")
             blosc = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
-            out_arrays = {}
-            for key, (shape, dtype) in specs.items():
+
+            def make_array(key: str, shape: tuple, dtype):
                 per_step = int(np.prod(shape)) * np.dtype(dtype).itemsize
                 if _is_image(shape, dtype):
                     chunk = 1
                 else:
                     chunk = max(1, min(total, LOWDIM_CHUNK_BYTES // max(per_step, 1)))
-                out_arrays[key] = data.create_array(
+                return data.create_array(
                     key,
                     shape=(total, *shape),
                     chunks=(chunk, *shape),
                     dtype=dtype,
                     compressors=blosc,
                 )
-            final_obs = {}
-            if SHIFT in modes:
-                for key, info in obs_info.items():
-                    final_obs[key] = np.zeros((len(demos), *info.shape), dtype=info.dtype)
+
+            out_arrays = {key: make_array(key, *spec) for key, spec in specs.items()}
+            final_obs = {
+                key: np.zeros((len(demos), *info.shape), dtype=info.dtype)
+                for key, info in obs_info.items()
+            }
+            spans: list[tuple[int, int, str]] = []
             start = 0
             for i, demo in enumerate(demos):
                 rec = read_demo(df, demo, list(obs_info))
                 n = rec.steps
+                if (
+                    rec.next_obs_mode == STORED
+                    and NEXT_OBS + next(iter(obs_info)) not in out_arrays
+                ):
+                    # the first next_obs that is not a shift: from now on next_obs is stored
+                    # whole, and the demos before get theirs from the obs already written
+                    for key, info in obs_info.items():
+                        arr = out_arrays[NEXT_OBS + key] = make_array(
+                            NEXT_OBS + key, info.shape, info.dtype
+                        )
+                        for j, (a, m, mode) in enumerate(spans):
+                            prev = out_arrays[key][a : a + m]
+                            last = final_obs[key][j][None] if mode == SHIFT else prev[-1:]
+                            arr[a : a + m] = np.concatenate([prev[1:], last])
                 values = {ACTION: rec.actions, REWARDS: rec.rewards, DONES: rec.dones}
                 if STATES in specs:
                     values[STATES] = rec.states
                 values.update(rec.obs)
                 values.update({ACTION_DICT + k: v for k, v in rec.action_dict.items()})
-                if STORED in modes:
+                if any(k.startswith(NEXT_OBS) for k in out_arrays):
                     nxt = rec.next_obs if rec.next_obs_mode == STORED else _shifted(rec)
                     values.update({NEXT_OBS + k: v for k, v in nxt.items()})
                 for key, arr_out in out_arrays.items():
@@ -235,6 +246,7 @@ def export_zarr(
                     arr_out[start : start + n] = value
                 for key, row in rec.final_obs.items():
                     final_obs[key][i] = row
+                spans.append((start, n, rec.next_obs_mode))
                 records_meta.append(
                     {
                         "name": demo,
@@ -249,7 +261,7 @@ def export_zarr(
                 EPISODE_ENDS, shape=ends.shape, chunks=ends.shape, dtype=np.int64, compressors=None
             )
             ends_arr[:] = ends
-            for key, arr in final_obs.items():
+            for key, arr in final_obs.items() if any(m == SHIFT for _, _, m in spans) else ():
                 chunks = (1, *arr.shape[1:]) if arr.ndim == 4 else arr.shape
                 dst = meta.create_array(
                     FINAL_OBS + key,
@@ -284,19 +296,6 @@ def export_zarr(
         image_keys=[k for k, (s, d) in specs.items() if _is_image(s, d)],
         bytes=size,
     )
-
-
-def read_demo_mode(df, demo: str, keys: list[str]) -> str:
-    """How a demo's next_obs is made (shift / stored / none), reading only next_obs."""
-    if not keys or not all(df.has(demo, f"next_obs/{k}") for k in keys):
-        return NONE
-    for key in keys:
-        obs, nxt = df.read(demo, f"obs/{key}"), df.read(demo, f"next_obs/{key}")
-        if nxt.dtype != obs.dtype or not np.array_equal(
-            nxt[:-1], obs[1:], equal_nan=obs.dtype.kind == "f"
-        ):
-            return STORED
-    return SHIFT
 
 
 def _shifted(rec: DemoRecord) -> dict[str, np.ndarray]:
