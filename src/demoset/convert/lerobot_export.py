@@ -221,7 +221,7 @@ def _plan(df, demo: str, state_keys: list[str] | None, fps: int, codec_name: str
                 "video.height": h,
                 "video.width": w,
                 "video.codec": c.name,
-                "video.pix_fmt": c.pix_fmt if c.pix_fmt != "bgr0" else "bgr0",
+                "video.pix_fmt": c.stored_pix_fmt,
                 "video.is_depth_map": False,
                 "video.fps": fps,
                 "video.channels": ch,

@@ -35,14 +35,20 @@ class Codec:
     pix_fmt: str
     name: str
     """The codec name LeRobot's info.json records (video.codec)."""
+    stored_pix_fmt: str
+    """The pixel format a decoder reports for the stream (video.pix_fmt)."""
     lossless: bool
     options: tuple[tuple[str, str], ...]
 
 
 CODECS: dict[str, Codec] = {
-    "h264": Codec("libx264", "yuv420p", "h264", False, (("crf", "18"), ("preset", "fast"))),
-    "av1": Codec("libsvtav1", "yuv420p", "av1", False, (("crf", "30"), ("preset", "8"))),
-    "h264-lossless": Codec("libx264rgb", "rgb24", "h264", True, (("qp", "0"), ("preset", "fast"))),
+    "h264": Codec(
+        "libx264", "yuv420p", "h264", "yuv420p", False, (("crf", "18"), ("preset", "fast"))
+    ),
+    "av1": Codec("libsvtav1", "yuv420p", "av1", "yuv420p", False, (("crf", "30"), ("preset", "8"))),
+    "h264-lossless": Codec(
+        "libx264rgb", "rgb24", "h264", "gbrp", True, (("qp", "0"), ("preset", "fast"))
+    ),
 }
 DEFAULT_CODEC = "h264"
 GOP = 2
