@@ -359,7 +359,7 @@ def cuts(rec: Recorder) -> list[Cut]:
     return out
 
 
-def _pieces(ops: list[tuple]) -> list[tuple]:
+def pieces(ops: list[tuple]) -> list[tuple]:
     """Writes split at 512-byte sector boundaries, each extending write also as a size."""
     out: list[tuple] = []
     sizes: dict[int, int] = {}
@@ -380,7 +380,7 @@ def _pieces(ops: list[tuple]) -> list[tuple]:
     return out
 
 
-def _build(cut: Cut, how: str, keep: dict[int, list[tuple]], name_keep: list[tuple]) -> State:
+def build_state(cut: Cut, how: str, keep: dict[int, list[tuple]], name_keep: list[tuple]) -> State:
     names = dict(cut.names)
     for op in name_keep:
         _apply_name_op(names, op)
@@ -395,8 +395,8 @@ def _build(cut: Cut, how: str, keep: dict[int, list[tuple]], name_keep: list[tup
 
 def crash_states(cut: Cut, budget: int, rng: random.Random):
     """Distinct crash states of one cut: the structural ones first, then seeded samples."""
-    pieces = {ino: _pieces(ops) for ino, ops in cut.pending.items()}
-    inodes = sorted(pieces)
+    split = {ino: pieces(ops) for ino, ops in cut.pending.items()}
+    inodes = sorted(split)
     name_choices = (
         [("no names", []), ("all names", list(cut.name_ops))] if cut.name_ops else [("", [])]
     )
@@ -412,13 +412,13 @@ def crash_states(cut: Cut, budget: int, rng: random.Random):
         produced += 1
         return state
 
-    structural = [("nothing", {}), ("everything", {i: pieces[i] for i in inodes})]
+    structural = [("nothing", {}), ("everything", {i: split[i] for i in inodes})]
     for ino in inodes:
-        structural.append((f"only inode{ino}", {ino: pieces[ino]}))
-        structural.append((f"all but inode{ino}", {i: pieces[i] for i in inodes if i != ino}))
+        structural.append((f"only inode{ino}", {ino: split[ino]}))
+        structural.append((f"all but inode{ino}", {i: split[i] for i in inodes if i != ino}))
     for how, keep in structural:
         for name_how, name_keep in name_choices:
-            state = emit(_build(cut, f"{how}, {name_how}".strip(", "), keep, name_keep))
+            state = emit(build_state(cut, f"{how}, {name_how}".strip(", "), keep, name_keep))
             if state is not None:
                 yield state
             if produced >= budget:
@@ -429,12 +429,12 @@ def crash_states(cut: Cut, budget: int, rng: random.Random):
         keep = {}
         for ino in inodes:
             p = rng.choice((0.05, 0.5, 0.95))
-            chosen = [op for op in pieces[ino] if rng.random() < p]
+            chosen = [op for op in split[ino] if rng.random() < p]
             if rng.random() < 0.5:
                 rng.shuffle(chosen)  # an older write may land after a newer one
             keep[ino] = chosen
         name_keep = [op for op in cut.name_ops if rng.random() < 0.5]
-        state = emit(_build(cut, f"sample {attempts}", keep, name_keep))
+        state = emit(build_state(cut, f"sample {attempts}", keep, name_keep))
         if state is not None:
             yield state
 
