@@ -1,7 +1,7 @@
 """DatasetWriter: create a robomimic-layout file and append demos to it safely.
 
-Safety rules, each checked by tests (tests/format/test_crash_safety.py, test_disk_full.py,
-test_concurrency.py):
+Safety rules, each checked by tests (tests/format/test_crash_safety.py, test_power_loss.py,
+test_disk_full.py, test_concurrency.py):
 - Shapes and lengths are checked before anything is written.
 - Appending (mode "a", and mode "w" without `atomic`) writes through a `JournaledFile`
   (format/journal.py): bytes HDF5 would change in place go to a journal first, and each
