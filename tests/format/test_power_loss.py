@@ -211,6 +211,24 @@ def _new_file() -> Kind:
     return Kind("new_file", [ABSENT, expected([]), expected([0]), expected([0, 1])], None, run)
 
 
+def _overwrite() -> Kind:
+    """`DatasetWriter(path, overwrite=True)` replacing a file that holds other demos."""
+
+    def setup(path):
+        with DatasetWriter(path, env_meta=ENV) as w:
+            for i in range(5, 8):
+                add_demo(w, i)
+
+    def run(path, rec):
+        w = DatasetWriter(path, env_meta=ENV, overwrite=True)
+        rec.mark("ack 1")
+        add_demo(w, 0)
+        rec.mark("ack 2")
+        w.close()
+
+    return Kind("overwrite", [expected([5, 6, 7]), expected([]), expected([0])], setup, run)
+
+
 def _new_file_atomic() -> Kind:
     def run(path, rec):
         w = DatasetWriter(path, env_meta=ENV, atomic=True)
@@ -306,6 +324,7 @@ KINDS = {
         _filter_key,
         _new_file,
         _new_file_atomic,
+        _overwrite,
         _subset,
         _atomic_output,
         _recovery,
