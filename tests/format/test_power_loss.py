@@ -401,8 +401,8 @@ def assert_no_failures(report: Report) -> None:
 def test_every_power_cut_state_opens_to_a_commit(tmp_path, kind):
     report = explore(KINDS[kind](), tmp_path, STATES_PER_CUT)
     assert_no_failures(report)
-    # the sampling reached both sides of the commit point, not only the old file
-    assert len(report.outcomes) >= min(2, len(KINDS[kind]().outcomes)), report.outcomes
+    # the states reached every commit of the run, not only the old file
+    assert sorted(report.outcomes) == list(range(len(KINDS[kind]().outcomes))), report.outcomes
 
 
 @pytest.mark.slow
