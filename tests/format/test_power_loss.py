@@ -345,7 +345,7 @@ class Report:
 def record(kind: Kind, work, ignore_fsync=None) -> tuple[Recorder, str]:
     """Run `kind` once under the recorder; the trace, checked complete by replaying it."""
     data_dir = work / "data"
-    data_dir.mkdir()
+    data_dir.mkdir(parents=True)
     path = str(data_dir / "demos.hdf5")
     if kind.setup is not None:
         kind.setup(path)
