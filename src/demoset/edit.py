@@ -21,7 +21,7 @@ from demoset.format.demofile import open_dataset
 from demoset.format.h5io import is_enospc, same_file
 from demoset.format.journal import GuardedFile
 from demoset.format.stored_stats import STATS_GROUP
-from demoset.fsutil import temp_path_beside
+from demoset.fsutil import replace_durably, temp_path_beside
 
 Progress = Callable[[int, int], None]
 
@@ -72,7 +72,7 @@ class AtomicOutput:
                     self.guard.sync()
                 self.guard.close()
             if exc_type is None:
-                os.replace(self.tmp, self.out)
+                replace_durably(self.tmp, self.out)
                 return False
         except OSError as err:
             if os.path.exists(self.tmp):

@@ -38,7 +38,7 @@ from demoset.format.h5io import (
 from demoset.format.isolation import beat, waiting
 from demoset.format.journal import GuardedFile
 from demoset.format.stored_stats import STATS_GROUP, group_stats, write_demo_stats
-from demoset.fsutil import temp_path_beside
+from demoset.fsutil import replace_durably, temp_path_beside
 
 Progress = Callable[[int, int], None]
 
@@ -234,7 +234,7 @@ def _repair_into(
                 _copy_masks(src, dst, path, set(report.kept), report, skip)
         with waiting(None, "saving the output"):  # an fsync is slow on a busy disk, not stuck
             guard.sync()
-            os.replace(tmp, out)
+            replace_durably(tmp, out)
     except OSError as raised:
         exc = guard.error if guard is not None and guard.error is not None else raised
         if is_enospc(exc):

@@ -33,6 +33,7 @@ import zlib
 
 from demoset.errors import FileAccessError, FileLockedError, WriteError
 from demoset.format.isolation import beat
+from demoset.fsutil import fsync_dir
 
 MAGIC = b"DSJRNL1\n"
 END_MAGIC = b"DSJEND1\n"
@@ -411,6 +412,10 @@ class JournaledFile(GuardedFile):
                 os.write(self._jfd, struct.pack("<I", crc) + END_MAGIC)
                 if self.durable:
                     os.fsync(self._jfd)
+                    # After a power cut the journal's bytes are kept but maybe not its name
+                    # (nor the unlink of the previous one): make both durable before a byte
+                    # is copied into place (tests/format/test_power_loss.py).
+                    fsync_dir(self._jpath)
                 # From here the commit has happened: if copying fails, the journal stays
                 # for `recover` to finish, and discard() must not drop it.
                 self._applying = True

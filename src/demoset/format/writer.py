@@ -1,7 +1,7 @@
 """DatasetWriter: create a robomimic-layout file and append demos to it safely.
 
-Safety rules, each checked by tests (tests/format/test_crash_safety.py, test_disk_full.py,
-test_concurrency.py):
+Safety rules, each checked by tests (tests/format/test_crash_safety.py, test_power_loss.py,
+test_disk_full.py, test_concurrency.py):
 - Shapes and lengths are checked before anything is written.
 - Appending (mode "a", and mode "w" without `atomic`) writes through a `JournaledFile`
   (format/journal.py): bytes HDF5 would change in place go to a journal first, and each
@@ -43,7 +43,7 @@ from demoset.format.h5io import is_enospc
 from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
 from demoset.format.stored_stats import stats_of_arrays, write_demo_stats
-from demoset.fsutil import temp_path_beside
+from demoset.fsutil import fsync_dir, replace_durably, temp_path_beside
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
 
@@ -245,6 +245,7 @@ class DatasetWriter:
                         ) from None
                     except OSError:  # a filesystem without hard links
                         os.replace(tmp, self.path)
+                fsync_dir(self.path)  # the name too survives a power cut (test_power_loss.py)
             except BaseException:
                 lock.release()
                 raise
@@ -376,7 +377,7 @@ class DatasetWriter:
                 elif self._jf is not None:
                     self._jf.sync()
             if self.atomic:
-                os.replace(self._write_path, self.path)
+                replace_durably(self._write_path, self.path)
         except (OSError, DemosetError) as exc:
             raise self._failure(exc) from None
         finally:
