@@ -23,7 +23,7 @@ from demoset.errors import ConfigError, LayoutError
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import guarded_method
 from demoset.loader import stats as S
-from demoset.loader.batch import SampleBatch, sample_of
+from demoset.loader.batch import SampleBatch, register_default_collate, sample_of
 from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies, tuner
 from demoset.loader.file_pair import FilePair
 from demoset.loader.index import WindowIndex, Windows
@@ -40,6 +40,8 @@ from demoset.loader.store import (
     shared_outputs,
 )
 from demoset.memory import ensure_fits, format_bytes
+
+register_default_collate()  # torch's default collate takes the SampleBatch fast path
 
 CACHE_MODES = ("all", "low_dim", None)
 DEMOS_PER_STEP = 16
