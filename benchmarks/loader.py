@@ -45,10 +45,9 @@ into the page cache:
   read the same batches alone. It includes the batches each worker prepares ahead
   (prefetch_factor 2).
 
-Image cases run demoset a second time with `copy_threads=1` (what the copy threads add),
-and the copy ceiling (moving one batch's bytes once, nothing else) takes turns with
-them, with 1 and 2 threads, from RAM beside cache "all" and from the page cache beside
-"low_dim".
+The copy ceiling (moving one image batch's bytes once, nothing else) takes turns with the
+image cases, with 1 and 2 threads, from RAM beside cache "all" and from the page cache
+beside "low_dim": what any loader handing out batches in fresh memory could reach.
 
 Run: `.venv/bin/python benchmarks/loader.py` (about 4-6 minutes; `--quick` for less,
 `--only images` for the cases whose name has that text).
@@ -128,7 +127,7 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def make_dataset(which: str, path: str, obs_keys: list[str], cache_mode, copy_threads=None):
+def make_dataset(which: str, path: str, obs_keys: list[str], cache_mode):
     common = dict(frame_stack=1, seq_length=SEQ_LENGTH, pad_frame_stack=True, pad_seq_length=True)
     if which == "robomimic":
         import robomimic.utils.obs_utils as ObsUtils
@@ -151,7 +150,6 @@ def make_dataset(which: str, path: str, obs_keys: list[str], cache_mode, copy_th
         ["actions"],
         cache_mode=cache_mode,
         stats_cache=False,
-        copy_threads=copy_threads,
         **common,
     )
 
@@ -196,9 +194,7 @@ def measure(spec: dict) -> dict:
         f["data/demo_0/actions"][()]
     # one-time costs (library set-up, first allocations) are paid on a 2-demo file first
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        warm = make_dataset(
-            which, spec["warmup_path"], obs_keys, spec["cache_mode"], spec.get("copy_threads")
-        )
+        warm = make_dataset(which, spec["warmup_path"], obs_keys, spec["cache_mode"])
         warm[0]
         del warm
     with open(path, "rb") as fh:
@@ -207,7 +203,7 @@ def measure(spec: dict) -> dict:
     base = rss()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        ds = make_dataset(which, path, obs_keys, spec["cache_mode"], spec.get("copy_threads"))
+        ds = make_dataset(which, path, obs_keys, spec["cache_mode"])
     startup = time.perf_counter() - t0
     mem = rss() - base
     loader = make_loader(which, ds, spec["batch_size"], spec.get("workers", 0))
@@ -225,9 +221,6 @@ def measure(spec: dict) -> dict:
         n += len(batch["actions"])
     out["samples_per_s"] = n / (time.perf_counter() - t0)
     if which == "demoset":
-        from demoset.loader.copying import auto_copy_threads
-
-        out["copy_threads"] = ds.copy_threads or auto_copy_threads()
         out["cached_bytes"] = ds.cached_bytes
         ids = np.random.default_rng(0).integers(0, len(ds), (spec["batches"], spec["batch_size"]))
         t0 = time.perf_counter()
@@ -288,7 +281,6 @@ def measure_interleaved(spec: dict) -> dict:
                 entry["path"],
                 spec["obs_keys"],
                 entry["cache_mode"],
-                entry.get("copy_threads"),
             )
         steps[entry["label"]] = batches_of(
             make_loader(entry["which"], ds, spec["batch_size"], collate=entry.get("collate", True))
@@ -472,7 +464,7 @@ def plot_ratios(speed: dict, png: str) -> None:
     axes = fig.subplots(1, len(speed))
     for ax, (name, rates) in zip(np.atleast_1d(axes), speed.items()):
         base = "robomimic file" if "robomimic file" in rates else "robomimic"
-        series = [("demoset", "#1f77b4"), ("demoset 1t", "#9ecae1")]
+        series = [("demoset", "#1f77b4"), ("demoset default", "#9ecae1")]
         if name == "images, cache all":
             series.append(("copy 2t", "#999999"))
         labels = []
@@ -481,7 +473,11 @@ def plot_ratios(speed: dict, png: str) -> None:
             jitter = np.linspace(-0.15, 0.15, len(values))
             ax.scatter(x + jitter, values, s=12, color=color, zorder=3)
             ax.hlines(np.median(values), x - 0.3, x + 0.3, color=color, linewidth=2.5, zorder=4)
-            labels.append({"demoset 1t": "1 thread", "copy 2t": "copy\nceiling"}.get(label, label))
+            labels.append(
+                {"demoset default": "default\ncollate", "copy 2t": "copy\nceiling"}.get(
+                    label, label
+                )
+            )
         ax.axhline(TARGETS[name], color="#d62728", linestyle="--", linewidth=1.2)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_xlim(-0.6, len(labels) - 0.4)
@@ -606,12 +602,6 @@ def main() -> int:
                 label="demoset default", which="demoset", path=path, cache_mode=mode, collate=False
             )
         )
-        if path == img_path:  # what the copy threads add
-            entries.append(
-                dict(
-                    label="demoset 1t", which="demoset", path=path, cache_mode=mode, copy_threads=1
-                )
-            )
         if path == img_path and mode in ("all", "low_dim"):  # the copy ceiling, in the same rounds
             source = "ram" if mode == "all" else "file"
             for threads in (1, 2):
@@ -638,7 +628,7 @@ def main() -> int:
         # (the same turns and rounds, no other loader in the process)
         solo[name] = {}
         for entry in entries:
-            if entry["which"] == "ceiling" or entry["label"] == "demoset 1t":
+            if entry["which"] == "ceiling":
                 continue
             spec = dict(
                 loaders=[entry], obs_keys=keys, batch_size=bs, rounds=rounds, slice_s=args.slice
@@ -688,7 +678,7 @@ def main() -> int:
         f"speed: {rounds} rounds of {args.slice:g} s turns per loader in one process; samples/s are medians "
         "over rounds, ratios the median of each round's ratio [10th-90th percentile]"
     )
-    header = f"{'case':24s} | {'robomimic/s':>12s} {'demoset/s':>12s} {'ratio':>20s} | {'default collate':>20s} | {'1 thread':>20s} | {'rm start':>8s} {'ds start':>8s} | {'rm RSS':>11s} {'ds RSS':>11s} | {'ds get_batch/s':>14s}"
+    header = f"{'case':24s} | {'robomimic/s':>12s} {'demoset/s':>12s} {'ratio':>20s} | {'default collate':>20s} | {'rm start':>8s} {'ds start':>8s} | {'rm RSS':>11s} {'ds RSS':>11s} | {'ds get_batch/s':>14s}"
     print(header)
     print("-" * len(header))
     ratios = {}
@@ -698,15 +688,10 @@ def main() -> int:
         ratios[name] = spread(paired(rates, "demoset", base))
         med, lo, hi = ratios[name]
         dflt = "{:5.1f}x [{:.1f}-{:.1f}]".format(*spread(paired(rates, "demoset default", base)))
-        one = (
-            "{:5.1f}x [{:.1f}-{:.1f}]".format(*spread(paired(rates, "demoset 1t", base)))
-            if "demoset 1t" in rates
-            else "-"
-        )
         rm_a, ds_a = alone[(name, "robomimic")], alone[(name, "demoset")]
         print(
             f"{name:24s} | {np.median(rates[base]):12,.0f} {np.median(rates['demoset']):12,.0f} "
-            f"{f'{med:5.1f}x [{lo:.1f}-{hi:.1f}]':>20s} | {dflt:>20s} | {one:>20s} | "
+            f"{f'{med:5.1f}x [{lo:.1f}-{hi:.1f}]':>20s} | {dflt:>20s} | "
             f"{rm_a['startup_s']:7.2f}s {ds_a['startup_s']:7.2f}s | {fmt_mb(rm_a['rss_delta'])} {fmt_mb(ds_a['rss_delta'])} | {ds_a['get_batch_per_s']:14,.0f}"
         )
     all_rates = speed["images, cache all"]
@@ -715,10 +700,6 @@ def main() -> int:
         "images, cache all is against robomimic reading images from the file (its low_dim mode); "
         f'against robomimic\'s own "all" ({np.median(all_rates["robomimic"]):,.0f}/s): '
         "{:.1f}x [{:.1f}-{:.1f}]".format(*vs_all)
-    )
-    print(
-        "demoset splits big copies over the CPUs it may use (here "
-        f"{alone[('images, cache all', 'demoset')]['copy_threads']}); '1 thread' is copy_threads=1."
     )
     print()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from demoset.loader.copying import deferred_copies
 from demoset.loader.index import Windows
 from demoset.loader.shifted import next_obs_follows
 from demoset.loader.store import FileArray, new_batch_array
@@ -57,7 +56,8 @@ class FilePair:
                 demo = win.demo[at_end]
                 block[at_end, length] = self.next.gather_frames(last, demo, last)
 
-        self.obs._read(block, win.demo, begin, stop, np.zeros_like(begin), final_frames)
+        self.obs._read(block, win.demo, begin, stop, np.zeros_like(begin))
+        final_frames()
         return block[:, :length], block[:, 1:]
 
     def _lengths(self) -> np.ndarray:
@@ -80,6 +80,5 @@ class FilePair:
         length = int(self._lengths()[d])
         out = np.empty((1, length, *array.frame_shape), dtype=array.dtype)
         zero = np.zeros(1, dtype=np.int64)
-        with deferred_copies():  # a block of its own: read when it ends, not with the batch
-            array._read(out, np.array([d]), zero, np.array([length]), zero)
+        array._read(out, np.array([d]), zero, np.array([length]), zero)
         return out[0]

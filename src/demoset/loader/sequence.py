@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -24,7 +23,6 @@ from demoset.format.demofile import DemoFile
 from demoset.format.h5io import guarded_method
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, register_default_collate, sample_of
-from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies, tuner
 from demoset.loader.file_pair import FilePair
 from demoset.loader.index import WindowIndex, Windows
 from demoset.loader.pack import RamPack, packable
@@ -64,15 +62,6 @@ def to_chw_float(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _nbytes(batch: dict, key: str) -> int:
-    """Bytes of batch array `key` ("obs/agentview_image", "actions", ...)."""
-    if key in batch:  # dataset keys, "action_dict/..." included, sit at the top
-        return int(getattr(batch[key], "nbytes", 0))
-    group, _, name = key.partition("/")
-    value = batch.get(group)
-    return int(getattr(value.get(name) if isinstance(value, dict) else None, "nbytes", 0))
-
-
 class SequenceDataset(torch.utils.data.Dataset):
     """Fixed-length windows of a robomimic-layout dataset, robomimic's semantics, at memory speed.
 
@@ -105,11 +94,6 @@ class SequenceDataset(torch.utils.data.Dataset):
       same where it works). Image keys are never normalised.
     - stats_cache: keep normalisation moments in a file beside the dataset (default True).
     - progress: optional `progress(done, total)` callback while caching (frames).
-    - copy_threads: threads that share a batch's big copies (image windows); None means
-      up to the CPUs available (at most 4; 1 inside a DataLoader worker), using 1 or all of
-      them by which has lately been faster on this machine. Above 1, gathers from RAM run
-      on torch's own CPU threads (`torch.set_num_threads`), reads from the file on helper
-      threads (see `copying.py`).
     - next_obs_views: where an image key's next_obs is its obs one step on, a batch
       without padded windows gets its obs and next_obs as two views of one block (cached:
       `shifted.py`, which also holds them once; from the file: `file_pair.py`): an
@@ -147,7 +131,6 @@ class SequenceDataset(torch.utils.data.Dataset):
         image_format: str = "hwc_uint8",
         stats_cache: bool = True,
         progress: Callable[[int, int], None] | None = None,
-        copy_threads: int | None = None,
         next_obs_views: bool = True,
     ):
         super().__init__()
@@ -169,9 +152,6 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise ConfigError(
                 f"image_format must be 'hwc_uint8' or 'chw_float', got {image_format!r}"
             )
-        if copy_threads is not None and int(copy_threads) < 1:
-            raise ConfigError(f"copy_threads must be at least 1, got {copy_threads}")
-        self.copy_threads = None if copy_threads is None else int(copy_threads)
         self.next_obs_views = bool(next_obs_views)
         if demo_limit is not None and int(demo_limit) < 1:
             raise ConfigError(f"demo_limit must be a positive number of demos, got {demo_limit}")
@@ -626,17 +606,16 @@ class SequenceDataset(torch.utils.data.Dataset):
             return parts[0]
         return np.concatenate(parts, axis=-1)
 
-    def _gather_big(self, win: Windows, raw: dict, threads: int) -> None:
-        """Keys not in a pack (images, mostly): every array's copy at once, over the copy threads."""
-        with copy_threads(threads), deferred_copies():
-            for key in self._single_keys:
-                raw[key] = self._arrays[key].gather_windows(win)
-            for pair, obs_key, next_key in self._pairs:
-                if self.next_obs_views:
-                    raw[obs_key], raw[next_key] = pair.gather_both(win)
-                else:
-                    raw[obs_key] = pair.gather("obs", win)
-                    raw[next_key] = pair.gather("next_obs", win)
+    def _gather_big(self, win: Windows, raw: dict) -> None:
+        """Keys not in a pack (images, mostly): one gather (or file read) per key or pair."""
+        for key in self._single_keys:
+            raw[key] = self._arrays[key].gather_windows(win)
+        for pair, obs_key, next_key in self._pairs:
+            if self.next_obs_views:
+                raw[obs_key], raw[next_key] = pair.gather_both(win)
+            else:
+                raw[obs_key] = pair.gather("obs", win)
+                raw[next_key] = pair.gather("next_obs", win)
 
     @guarded_method  # h5py errors on a damaged file become one LayoutError
     def get_batch(self, indices) -> dict:
@@ -644,20 +623,6 @@ class SequenceDataset(torch.utils.data.Dataset):
         return self._get_batch(indices)
 
     def _get_batch(self, indices) -> dict:
-        if not (self._single_keys or self._pairs):
-            return self._build_batch(indices, 1)
-        if self.copy_threads is not None:
-            return self._build_batch(indices, self.copy_threads)
-        # automatic: 1 or all threads, by the speed whole batches reached with each lately
-        threads = tuner.choose(auto_copy_threads())
-        started = time.perf_counter()
-        out = self._build_batch(indices, threads)
-        big = self._single_keys + [k for _, o, n in self._pairs for k in (o, n)]
-        nbytes = sum(_nbytes(out, key) for key in big)
-        tuner.record(threads, nbytes, time.perf_counter() - started)
-        return out
-
-    def _build_batch(self, indices, threads: int) -> dict:
         ids = self._index.check_indices(indices)
         win = self._index.windows(ids)
         groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
@@ -667,7 +632,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             for pack, members in self._pack_members:
                 raw.update(pack.gather_columns(win, members))
             if self._single_keys or self._pairs:
-                self._gather_big(win, raw, threads)
+                self._gather_big(win, raw)
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)

@@ -30,7 +30,6 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 
 import h5py
@@ -40,9 +39,6 @@ from demoset.errors import FileLockedError, LayoutError, UnsafeFileError
 from demoset.format import open_dataset
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import check_dataset_safe, check_dataset_size
-from demoset.loader.batch import torch_dtype
-from demoset.loader.buffers import batch_buffers
-from demoset.loader.copying import split_rows, torch_take
 from demoset.loader.index import Windows
 
 LOCK_TIMEOUT = 30.0
@@ -100,11 +96,11 @@ def shared_outputs(registry: dict | None):
 
 
 def new_batch_array(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A reused block (see `buffers`), or a registered shared-memory array inside `shared_outputs`."""
+    """A new array, or a registered shared-memory array inside `shared_outputs`."""
     registry = getattr(_outputs, "registry", None)
     dtype = np.dtype(dtype)
     if registry is None:
-        return batch_buffers.empty(tuple(shape), dtype)
+        return np.empty(shape, dtype=dtype)
     if math.prod(shape) * dtype.itemsize < SHARED_OUTPUT_MIN_BYTES:
         return np.empty(shape, dtype=dtype)
     owner, array = shared_array(tuple(shape), dtype)
@@ -584,7 +580,6 @@ class RamArray:
         state = self.__dict__.copy()
         state["_shape"] = self._data.shape
         state.pop("_data")
-        state.pop("_kept_rows", None)
         return state
 
     def __setstate__(self, state):
@@ -666,24 +661,9 @@ class RamArray:
         return out
 
     def take_into(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """out[i] = data[rows[i]]; big gathers are split over threads (see `copying`)."""
-        if torch_take(self._data, rows, out, self._rows_tensor):
-            return
-
-        def part(a: int, b: int) -> None:
-            # indices are in range: mode="clip" writes straight into `out` (no buffering)
-            self._data.take(rows[a:b], axis=0, out=out[a:b], mode="clip")
-
-        split_rows(len(rows), out.nbytes, part)
-
-    def _rows_tensor(self):
-        """The held frames as one 2-D tensor of rows (kept until the array grows)."""
-        kept = self.__dict__.get("_kept_rows")
-        if kept is None or kept[0] is not self._data:
-            width = self._data[:1].size or 1
-            rows = self._owner[: self._data.nbytes].view(torch_dtype(self.dtype))
-            kept = self._kept_rows = (self._data, rows.view(len(self._data), width))
-        return kept[1]
+        """out[i] = data[rows[i]] (indices are in range: mode="clip" writes straight into
+        `out`, without numpy's buffering)."""
+        self._data.take(rows, axis=0, out=out, mode="clip")
 
     def demo_arrays(self, reader, demos, lengths, starts):
         for start, length in zip(starts, lengths):
@@ -754,13 +734,12 @@ class FileArray:
         begin: np.ndarray,
         end: np.ndarray,
         pad_front: np.ndarray,
-        then: Callable[[], None] | None = None,
     ) -> None:
         """Windows [begin, end) of demos `demo` into `out` (C-contiguous, made by the caller),
-        each at its window's row from frame pad_front on; then `then()`.
+        each at its window's row from frame pad_front on.
 
-        Windows stored uncompressed are read by the copy threads (see `copying`), the
-        others through h5py in the calling thread."""
+        Windows stored uncompressed are one `os.preadv` each (a few when the frames are
+        in chunks apart in the file), the others are read through h5py."""
         first = self.starts[demo] + begin
         last = self.starts[demo] + end - 1
         stored = self.offsets[first] >= 0
@@ -773,8 +752,6 @@ class FileArray:
         sizes = ((end - begin) * self.frame_bytes).tolist()
         offsets = self.offsets[first].tolist()
         is_direct = one_run.tolist()
-        fast = np.flatnonzero(stored).tolist()
-        slow = np.flatnonzero(~stored).tolist()
 
         def where(b: int) -> str:
             return f"/data/{self.demos[int(demo[b])]}/{self.key}"
@@ -782,36 +759,27 @@ class FileArray:
         def window(b: int) -> np.ndarray:
             return out[b, int(pad_front[b]) : int(pad_front[b]) + int(end[b] - begin[b])]
 
-        def read_part(a: int, b: int) -> None:
-            """Windows fast[a:b] into their places: one preadv each when one run of bytes."""
-            for i in fast[a:b]:
-                size = sizes[i]
-                if is_direct[i]:
-                    if os.preadv(fd, [flat[starts[i] : starts[i] + size]], offsets[i]) == size:
-                        continue  # the usual case
-                    if reader.pread(window(i), offsets[i]) != size:
-                        raise LayoutError(
-                            "file ended before the frames (truncated?)", reader.path, where(i)
-                        )
-                else:  # uncompressed, but not one run of bytes (chunks apart in the file)
-                    run = self.offsets[first[i] : last[i] + 1]
-                    read_by_offsets(reader, window(i), run, where(i))
-
-        def finish(_) -> None:
-            for b in slow:
-                with reader.session():
-                    reader.read_into(self.demos[int(demo[b])], self.key, window(b), int(begin[b]))
-            if then is not None:
-                then()
-
-        split_rows(len(fast), sum(sizes[i] for i in fast), read_part, finish)
+        for i in np.flatnonzero(stored).tolist():
+            size = sizes[i]
+            if is_direct[i]:
+                if os.preadv(fd, [flat[starts[i] : starts[i] + size]], offsets[i]) == size:
+                    continue  # the usual case
+                if reader.pread(window(i), offsets[i]) != size:
+                    raise LayoutError(
+                        "file ended before the frames (truncated?)", reader.path, where(i)
+                    )
+            else:  # uncompressed, but not one run of bytes (chunks apart in the file)
+                run = self.offsets[first[i] : last[i] + 1]
+                read_by_offsets(reader, window(i), run, where(i))
+        for b in np.flatnonzero(~stored).tolist():
+            with reader.session():
+                reader.read_into(self.demos[int(demo[b])], self.key, window(b), int(begin[b]))
 
     def gather_windows(self, win: Windows) -> np.ndarray:
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
         with self.reader.session():
-            self._read(
-                out, win.demo, win.begin, win.end, win.pad_front, lambda: fill_padding(out, win)
-            )
+            self._read(out, win.demo, win.begin, win.end, win.pad_front)
+        fill_padding(out, win)
         return out
 
     def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
