@@ -24,8 +24,8 @@ import demoset.memory
 from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
 from demoset.loader import MetaDataset, SequenceDataset, WindowIndex, collate, stats
-from demoset.loader.batch import SampleBatch
 from demoset.loader.arrays import FileArray, RamArray, fill_padding
+from demoset.loader.batch import SampleBatch
 
 from tests.helpers import LIFT_ENV, write_dataset
 
@@ -258,7 +258,9 @@ def test_every_storage_layout_reads_the_same_from_file_and_ram(tmp_path):
     low = SequenceDataset(path, keys, cache_mode="low_dim", **common)
     kinds = {k: type(low._layout.arrays[f"obs/{k}"]) for k in keys}
     assert kinds["depth"] is FileArray and kinds["gzip_image"] is FileArray
-    assert low._layout.arrays["obs/bigendian"].cached and low._layout.arrays["obs/chunked_low"].cached
+    assert (
+        low._layout.arrays["obs/bigendian"].cached and low._layout.arrays["obs/chunked_low"].cached
+    )
     assert_tree_equal(low.get_batch(ids), ram.get_batch(ids))
 
 
