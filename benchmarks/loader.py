@@ -393,9 +393,17 @@ def copy_ceiling(path: str, batch_size: int, threads: int, source: str) -> Calla
     return step
 
 
+TORCH_THREADS: int | None = None
+"""--torch-threads: torch's intra-op threads in every measuring process (None: torch's default)."""
+
+
 def run_child(spec: dict) -> dict:
+    env = dict(os.environ)
+    if TORCH_THREADS is not None:  # read by torch (OpenMP) when it starts
+        env["OMP_NUM_THREADS"] = str(TORCH_THREADS)
     proc = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -513,6 +521,18 @@ def main() -> int:
         "--slice", type=float, default=0.5, help="seconds of each loader's turn (default 0.5)"
     )
     parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch's intra-op threads in the measuring processes (default: torch's, one per "
+        "core); 1 shows robomimic at its best on a busy machine (see docs/loader.md)",
+    )
+    parser.add_argument(
+        "--alone-runs",
+        type=int,
+        default=2,
+        help="processes per loader for the 'alone' speeds, the loaders taking turns (default 2)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -531,6 +551,8 @@ def main() -> int:
         print(json.dumps(fn(spec)))
         return 0
 
+    global TORCH_THREADS
+    TORCH_THREADS = args.torch_threads
     scale = 0.3 if args.quick else 1.0
     rounds = max(int(args.rounds * (0.5 if args.quick else 1.0)), 3)
     workdir = args.dir or tempfile.mkdtemp(prefix="demoset-bench-")
@@ -625,15 +647,20 @@ def main() -> int:
             flush=True,
         )
         # 3. the same loaders again, each alone in a process of its own, one after another
-        # (the same turns and rounds, no other loader in the process)
+        # (the same turns, no other loader in the process); each loader's rounds are split
+        # over --alone-runs processes, the loaders taking turns, so that each meets the
+        # machine's load of the same minutes
         solo[name] = {}
-        for entry in entries:
-            if entry["which"] == "ceiling":
-                continue
-            spec = dict(
-                loaders=[entry], obs_keys=keys, batch_size=bs, rounds=rounds, slice_s=args.slice
-            )
-            solo[name].update(run_child(spec))
+        part = max(rounds // args.alone_runs, 2)
+        for _ in range(args.alone_runs):
+            for entry in entries:
+                if entry["which"] == "ceiling":
+                    continue
+                spec = dict(
+                    loaders=[entry], obs_keys=keys, batch_size=bs, rounds=part, slice_s=args.slice
+                )
+                for label, rates in run_child(spec).items():
+                    solo[name].setdefault(label, []).extend(rates)
         med = {label: float(np.median(v)) for label, v in solo[name].items()}
         print(
             f"  {name:24s} alone:        "
