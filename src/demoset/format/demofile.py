@@ -26,7 +26,7 @@ from demoset.format.h5io import (
     open_h5,
     read_array,
 )
-from demoset.format.locking import CommitLock
+from demoset.format.locking import COMMIT_WAIT, reader_gate
 
 MAX_DEPTH = 4
 """Deepest nesting of groups under a demo that is listed (obs/<key> is depth 2)."""
@@ -109,11 +109,12 @@ class DemoFile:
             raise
 
     def _open_following(self) -> h5py.File:
-        """Open a file a follow-mode writer may be appending to (see format/locking.py)."""
-        if not os.path.exists(self.path):
-            return open_h5(self.path, "r")
-        with CommitLock(self.path).shared():
-            return open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
+        """Open a file a follow-mode writer may be appending to (see format/locking.py).
+
+        HDF5's own lock is left off, so a reader that keeps the file open does not hold
+        up the writer's commits; `open_h5` passes the commit gate as every reader does.
+        """
+        return open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
 
     # ------------------------------------------------------------------ index
     def _load_index(self) -> None:
@@ -140,7 +141,7 @@ class DemoFile:
                     self.h5.close()
                 except Exception:  # noqa: BLE001 - closing a stale handle must not hide the reopen
                     pass
-                with CommitLock(self.path).shared():
+                with reader_gate(self.path, max(self.lock_timeout, COMMIT_WAIT)):
                     self.h5 = open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
                     self._load_index()
             else:

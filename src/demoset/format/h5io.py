@@ -23,7 +23,8 @@ from demoset.errors import (
     UnsafeFileError,
 )
 from demoset.format.isolation import beat, in_isolated_child
-from demoset.format.journal import Turnstile, recover_if_abandoned
+from demoset.format.journal import recover_if_abandoned
+from demoset.format.locking import COMMIT_WAIT, reader_gate
 
 LOCK_HINT = (
     "another process has it open for writing (HDF5 file locking); wait for it to finish, "
@@ -62,10 +63,6 @@ def translate_open_error(exc: BaseException, path: str | os.PathLike) -> FileAcc
     return FileAccessError(f"cannot open as HDF5 ({first})", path)
 
 
-COMMIT_WAIT = 30.0
-"""Seconds a reader waits for a demoset writer's commit (milliseconds, usually) to end."""
-
-
 def open_h5(
     path: str | os.PathLike,
     mode: str = "r",
@@ -94,22 +91,18 @@ def open_h5(
             ) from None
     start = time.monotonic()
     deadline = start + max(lock_timeout, 0.0)
-    gate_deadline = start + max(lock_timeout, COMMIT_WAIT)
+    gate_wait = max(lock_timeout, COMMIT_WAIT)
     delay = 0.01
     while True:
-        gate = _pass_commit_gate(path)
-        if gate is False:
-            if time.monotonic() < gate_deadline:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-                continue
-            raise FileLockedError(
-                f"a demoset writer has been saving a demo for {COMMIT_WAIT:.0f} s; try again", path
-            )
         try:
-            if mode == "r" and swmr:
-                return h5py.File(path, "r", swmr=True, **kwargs)
-            return h5py.File(path, mode, **kwargs)
+            with reader_gate(
+                path,
+                start + gate_wait - time.monotonic(),
+                waited=f"a demoset writer has been saving a demo for {COMMIT_WAIT:.0f} s; try again",
+            ):
+                if mode == "r" and swmr:
+                    return h5py.File(path, "r", swmr=True, **kwargs)
+                return h5py.File(path, mode, **kwargs)
         except (OSError, ValueError) as exc:
             err = translate_open_error(exc, path)
             if isinstance(err, FileLockedError) and time.monotonic() < deadline:
@@ -117,25 +110,6 @@ def open_h5(
                 delay = min(delay * 2, 0.2)
                 continue
             raise err from None
-        finally:
-            if gate not in (True, False, None):
-                gate.release()
-                gate.close()
-
-
-def _pass_commit_gate(path: str):
-    """The commit gate held shared (a Turnstile), False while a commit runs, None if n/a."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        gate = Turnstile(path)
-        entered = gate.enter()
-    except OSError:
-        return None  # no lock directory: fall back to HDF5's own lock
-    if not entered:
-        gate.close()
-        return False
-    return gate
 
 
 def check_link_safe(group: h5py.Group, name: str, path: str) -> None:
