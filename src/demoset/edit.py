@@ -16,11 +16,9 @@ import h5py
 import numpy as np
 
 from demoset.errors import DemoNotFoundError, DemosetError, LayoutError, WriteError
+from demoset.format import GuardedFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import open_dataset
-from demoset.format.h5io import is_enospc, same_file
-from demoset.format.journal import GuardedFile
-from demoset.fsutil import temp_path_beside
+from demoset.fsutil import is_enospc, same_file, temp_path_beside
 
 Progress = Callable[[int, int], None]
 

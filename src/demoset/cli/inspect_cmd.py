@@ -69,7 +69,7 @@ def call_reader(
         kwargs["progress"] = progress
     if not getattr(args, "isolated", True):
         return fn(*fn_args, **kwargs)
-    from demoset.format.isolation import run_isolated
+    from demoset.format import run_isolated
 
     progress = kwargs.pop("progress", None)
     return run_isolated(fn, *fn_args, path=path, progress=progress, cleanup=cleanup, **kwargs)

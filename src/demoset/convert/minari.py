@@ -47,14 +47,15 @@ import h5py
 import numpy as np
 
 from demoset.errors import ConversionError, DemosetError, WriteError
-from demoset.format import DatasetWriter, open_dataset
-from demoset.format.constants import ENV_TYPE_GYM
-from demoset.format.h5io import (
+from demoset.format import (
+    ENV_TYPE_GYM,
     READ_ERRORS,
+    DatasetWriter,
     array_nbytes,
     check_dataset_safe,
     check_dataset_size,
     check_link_safe,
+    open_dataset,
     open_h5,
     untrusted_input,
 )

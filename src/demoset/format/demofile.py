@@ -16,13 +16,12 @@ import numpy as np
 
 from demoset.errors import DemoNotFoundError, FilterKeyError, LayoutError
 from demoset.format import constants as C
-from demoset.format.env_meta import EnvMeta, parse_env_args
+from demoset.format.env_meta import EnvMeta, attr_int, attr_text, parse_env_args
+from demoset.format.guards import guarded_method, h5_errors
 from demoset.format.h5io import (
     check_dataset_safe,
     check_dataset_size,
     check_link_safe,
-    guarded_method,
-    h5_errors,
     open_h5,
     read_array,
 )
@@ -56,33 +55,6 @@ class ArrayInfo:
 
     def describe(self) -> str:
         return f"{self.dtype} {tuple(self.shape)}"
-
-
-def _attr_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value.item()
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _attr_int(value: Any) -> int | None:
-    try:
-        if isinstance(value, np.ndarray):
-            if value.size != 1:
-                return None
-            value = value.reshape(()).item()
-        if isinstance(value, (bool, np.bool_)):
-            return None
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            return int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return None
 
 
 class DemoFile:
@@ -197,9 +169,7 @@ class DemoFile:
         """
         grp = self.group(demo)
         value = (
-            _attr_int(grp.attrs.get(C.ATTR_NUM_SAMPLES))
-            if C.ATTR_NUM_SAMPLES in grp.attrs
-            else None
+            attr_int(grp.attrs.get(C.ATTR_NUM_SAMPLES)) if C.ATTR_NUM_SAMPLES in grp.attrs else None
         )
         n_actions = None
         if C.ACTIONS in grp:
@@ -230,7 +200,7 @@ class DemoFile:
         """The `data/total` attribute (None when missing or not an integer)."""
         if C.ATTR_TOTAL not in self._data.attrs:
             return None
-        return _attr_int(self._data.attrs[C.ATTR_TOTAL])
+        return attr_int(self._data.attrs[C.ATTR_TOTAL])
 
     # ------------------------------------------------------------------ meta
     @property
@@ -253,7 +223,7 @@ class DemoFile:
         for key in grp.attrs.keys():
             value = grp.attrs[key]
             if isinstance(value, (bytes, str)):
-                value = _attr_text(value)
+                value = attr_text(value)
             out[key] = value
         return out
 

@@ -39,10 +39,9 @@ import numpy as np
 from demoset.errors import DemosetError, LayoutError, WriteError
 from demoset.format import constants as C
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
-from demoset.format.h5io import is_enospc
 from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
-from demoset.fsutil import temp_path_beside
+from demoset.fsutil import is_enospc, temp_path_beside
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
 

@@ -20,8 +20,7 @@ import numpy as np
 import torch.utils.data
 
 from demoset.errors import ConfigError, LayoutError
-from demoset.format.demofile import DemoFile
-from demoset.format.h5io import guarded_method
+from demoset.format import DemoFile, guarded_method
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies, tuner

@@ -36,10 +36,13 @@ import h5py
 import numpy as np
 
 from demoset.errors import LayoutError, UnsafeFileError
-from demoset.format import open_dataset
-from demoset.format.demofile import DemoFile
-from demoset.format.h5io import check_dataset_safe, check_dataset_size
-from demoset.format.locking import reader_gate
+from demoset.format import (
+    DemoFile,
+    check_dataset_safe,
+    check_dataset_size,
+    open_dataset,
+    reader_gate,
+)
 from demoset.loader.batch import torch_dtype
 from demoset.loader.buffers import batch_buffers
 from demoset.loader.copying import split_rows, torch_take
@@ -707,7 +710,7 @@ class FileArray:
         self.breaks = self.breaks[: frames + 1]
         self.frames = min(self.frames, frames)
 
-    def _read(
+    def read_windows(
         self,
         out: np.ndarray,
         demo: np.ndarray,
@@ -769,7 +772,7 @@ class FileArray:
     def gather_windows(self, win: Windows) -> np.ndarray:
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
         with self.reader.session():
-            self._read(
+            self.read_windows(
                 out, win.demo, win.begin, win.end, win.pad_front, lambda: fill_padding(out, win)
             )
         return out
@@ -778,7 +781,7 @@ class FileArray:
         out = np.empty((len(flat), 1, *self.frame_shape), dtype=self.dtype)
         zero = np.zeros(len(flat), dtype=np.int64)
         with self.reader.session():
-            self._read(out, demo, step, step + 1, zero)
+            self.read_windows(out, demo, step, step + 1, zero)
         return out[:, 0]
 
     def demo_arrays(self, reader: DemoReader, demos, lengths, starts):
