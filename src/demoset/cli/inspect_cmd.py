@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list filter-key demos and every demo's structure",
     )
     info.add_argument("--json", action="store_true", help="machine-readable JSON")
+    info.add_argument(
+        "--stats",
+        action="store_true",
+        help="add per-key statistics (stored in the file, or computed); see demoset stats",
+    )
     add_isolation_arg(info)
     info.set_defaults(func=run_info)
 
@@ -200,12 +205,21 @@ def run_info(args: argparse.Namespace) -> int:
     s = call_reader(
         args, summarize, path, path=path, filter_key=args.filter_key, verbose=args.verbose
     )
+    if args.stats:
+        from demoset.format import stats_summary
+
+        s["stats"] = call_reader(args, stats_summary, path, path=path, filter_key=args.filter_key)
     if args.json:
         print_json(s)
-    elif sys.stdout.isatty():
+        return 0
+    if sys.stdout.isatty():
         _print_rich(s, args.verbose)
     else:
         _print_plain(s, args.verbose)
+    if args.stats:
+        from demoset.cli.stats_cmd import print_summary
+
+        print_summary(s["stats"])
     return 0
 
 

@@ -35,6 +35,14 @@ from demoset.format.h5io import (
 from demoset.format.isolation import beat, run_isolated, waiting
 from demoset.format.journal import GuardedFile, edit_in_place
 from demoset.format.locking import reader_gate
+from demoset.format.stored_stats import (
+    STATS_GROUP,
+    group_stats,
+    read_stats,
+    stats_summary,
+    store_stats,
+    write_demo_stats,
+)
 from demoset.format.validate import Finding, preflight, validate
 from demoset.format.writer import DatasetWriter, derive_next_obs
 
@@ -43,6 +51,7 @@ __all__ = [
     "ENV_TYPE_IG_MOMART",
     "ENV_TYPE_ROBOSUITE",
     "READ_ERRORS",
+    "STATS_GROUP",
     "ArrayInfo",
     "DatasetWriter",
     "DemoFile",
@@ -62,6 +71,7 @@ __all__ = [
     "edit_in_place",
     "env_meta_from_dict",
     "env_meta_from_raw_attrs",
+    "group_stats",
     "guarded_method",
     "h5_errors",
     "open_dataset",
@@ -69,10 +79,14 @@ __all__ = [
     "parse_env_args",
     "preflight",
     "read_array",
+    "read_stats",
     "reader_gate",
     "run_isolated",
     "sorted_demos",
+    "stats_summary",
+    "store_stats",
     "untrusted_input",
     "validate",
     "waiting",
+    "write_demo_stats",
 ]

@@ -41,6 +41,7 @@ from demoset.format import constants as C
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
 from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
+from demoset.format.stored_stats import stats_of_arrays, write_demo_stats
 from demoset.fsutil import is_enospc, temp_path_beside
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
@@ -96,6 +97,9 @@ class DatasetWriter:
 
     mode "w" creates a new file (refusing an existing one unless `overwrite`), mode "a"
     appends to an existing dataset, numbering new demos after the highest existing one.
+    With `stats` (the default) each demo's statistics are stored with it in the same
+    commit (demoset.format.stored_stats), so the loader normalises without a pass over
+    the data.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class DatasetWriter:
         compression_level: int | None = None,
         data_attrs: Mapping[str, Any] | None = None,
         lock_timeout: float = 60.0,
+        stats: bool = True,
     ):
         if mode not in ("w", "a"):
             raise ValueError("mode must be 'w' or 'a'")
@@ -121,6 +126,7 @@ class DatasetWriter:
         self.atomic = atomic
         self.swmr = swmr
         self.image_compression = image_compression
+        self.stats = stats
         self._compression = compression_kwargs(image_compression, compression_level)
         self._closed = False
         self._h5: h5py.File | None = None
@@ -550,6 +556,8 @@ class DatasetWriter:
                 )
             for key, value in (attrs or {}).items():
                 grp.attrs[key] = value
+            if self.stats:  # in the same commit as the demo: both or neither
+                write_demo_stats(h5, demo, stats_of_arrays(arrays, n))
             h5.flush()
             h5.move(f"/{C.STAGING_GROUP}/{demo}", f"/{C.DATA_GROUP}/{demo}")
             del h5[C.STAGING_GROUP]

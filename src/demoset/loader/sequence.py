@@ -20,7 +20,7 @@ import numpy as np
 import torch.utils.data
 
 from demoset.errors import ConfigError, LayoutError
-from demoset.format import DemoFile, guarded_method
+from demoset.format import DemoFile, guarded_method, read_stats
 from demoset.loader import stats as S
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies, tuner
@@ -494,6 +494,11 @@ class SequenceDataset(torch.utils.data.Dataset):
 
         def compute() -> S.Moments:
             with self._reader.session():
+                stored = read_stats(self._reader.demofile().h5, key, self.demos, self._lengths)
+                if stored is not None:  # statistics stored in the file: no pass over the data
+                    return S.merge_moments(
+                        S.Moments(p.count, p.mean, p.m2, p.min, p.max) for p in stored
+                    )
                 parts = array.demo_arrays(self._reader, self.demos, self._lengths, starts)
                 return S.compute_moments(parts)
 
