@@ -72,6 +72,8 @@ def sick(tmp_path_factory):
             )
     with h5py.File(path, "a") as h5:  # demo_4's next_obs is its obs, not the next one
         h5["data/demo_4/next_obs/pos"][...] = h5["data/demo_4/obs/pos"][...]
+        h5["data/demo_2/obs/pos"][3] += 10  # changed in place: its stored statistics are stale
+        h5["data/demo_2/next_obs/pos"][2] += 10
     return str(path)
 
 
@@ -95,6 +97,8 @@ def test_every_planted_problem_is_found(sick):
     assert dup.demos == ("demo_0", "demo_6")
     mismatch = by_check(report, "next_obs_mismatch")
     assert [(f.demos, f.key, f.severity) for f in mismatch] == [(("demo_4",), "obs/pos", "error")]
+    (stale,) = by_check(report, "stale_stats")
+    assert (stale.demos, stale.key, stale.severity) == (("demo_2",), "obs/pos", "error")
     constant = by_check(report, "constant_key")
     assert [(f.key, f.severity) for f in constant] == [("obs/flag", "warning")]
     saturation = [f for f in by_check(report, "action_saturation") if f.severity == "warning"]

@@ -17,7 +17,12 @@ def register(sources: argparse._SubParsersAction) -> None:
         "num_samples, total, train/valid filter keys, optionally action_dict. The raw file is "
         "never modified. Observations come next, with `demoset extract-obs`.",
     )
-    p.add_argument("input", metavar="RAW", nargs="?", help="the raw robosuite .hdf5 file")
+    p.add_argument(
+        "input",
+        metavar="RAW",
+        nargs="?",
+        help="the raw robosuite .hdf5 file (or robosuite 1.0-1.3's folder with models/)",
+    )
     p.add_argument("--dataset", dest="dataset_flag", help=argparse.SUPPRESS)
     p.add_argument(
         "--out",
@@ -60,12 +65,14 @@ def default_output(raw: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from demoset.cli.common import preflight_input, progress_bar, progress_callback
+    from demoset.convert.robosuite_layout import raw_file
     from demoset.convert.robosuite_raw import convert_robosuite_raw
     from demoset.errors import DemosetError
 
     raw = args.dataset_flag or args.input
     if not raw:
         raise DemosetError("no raw file given (demoset convert robosuite RAW)")
+    raw = raw_file(raw)
     out = args.out or default_output(raw)
     preflight_input(args, raw)
     with progress_bar(None, "converting", unit="demo") as bar:

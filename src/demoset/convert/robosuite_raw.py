@@ -2,7 +2,8 @@
 
 A raw file is what robosuite's collection tools write (`data/demo_N` with `states`,
 `actions` and attribute `model_file`; `data` attributes `env`, `env_info`,
-`repository_version`). robomimic's conversion edits that file in place; this one reads
+`repository_version`). robosuite 1.0-1.3's layout is read too (robosuite_layout.py): the
+folder or its demo.hdf5, model XMLs in models/ beside it, demo groups named `demo1`. robomimic's conversion edits that file in place; this one reads
 it and writes a new file, leaving the raw file untouched:
 
 - `data/env_args`: {"env_name": env, "type": 1, "env_version": repository_version,
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from demoset.convert.robosuite_layout import model_xml, raw_file, robomimic_demo_name
 from demoset.errors import ConversionError, DemosetError
 from demoset.format import (
     DatasetWriter,
@@ -137,7 +139,7 @@ def convert_robosuite_raw(
     `make_env` (`demoset.sim.make_env`: the sim box sits right of convert, so it is passed
     in rather than imported).
     """
-    raw_path, output = os.fspath(raw_path), os.fspath(output)
+    raw_path, output = raw_file(raw_path), os.fspath(output)
     if os.path.abspath(raw_path) == os.path.abspath(output):
         raise ConversionError(
             "the output must be a new file; the raw file is never modified", output
@@ -163,20 +165,19 @@ def convert_robosuite_raw(
             with DatasetWriter(
                 output, env_meta=env_meta, mode="w", overwrite=overwrite, atomic=True
             ) as writer:
+                names = {demo: robomimic_demo_name(demo) for demo in demos}
                 for i, demo in enumerate(demos):
                     states = df.read(demo, C.STATES)
                     actions = df.read(demo, C.ACTIONS)
                     attrs = df.demo_attrs(demo)
+                    xml = model_xml(
+                        attrs[C.ATTR_MODEL_FILE], raw_path, f"/data/{demo}.attrs[model_file]"
+                    )
                     ad = None
                     if env is not None:
                         ad = pose_action_dict(actions, "rel_")
                         try:
-                            env.reset_to(
-                                {
-                                    "model": attrs[C.ATTR_MODEL_FILE],
-                                    "ep_meta": attrs.get(C.ATTR_EP_META),
-                                }
-                            )
+                            env.reset_to({"model": xml, "ep_meta": attrs.get(C.ATTR_EP_META)})
                             absolute = env.absolute_pose_actions(states, actions)
                         except DemosetError as exc:
                             raise ConversionError(exc.message, raw_path, f"/data/{demo}") from None
@@ -185,10 +186,10 @@ def convert_robosuite_raw(
                     writer.add_demo(
                         actions=actions,
                         states=states,
-                        model_file=attrs[C.ATTR_MODEL_FILE],
+                        model_file=xml,
                         ep_meta=attrs.get(C.ATTR_EP_META) or None,
                         action_dict=ad,
-                        name=demo,
+                        name=names[demo],
                     )
                     report.demos += 1
                     report.total += len(actions)
@@ -197,7 +198,7 @@ def convert_robosuite_raw(
                 if split:
                     from demoset.masks import split_demos
 
-                    train, valid = split_demos(demos, val_ratio, seed)
+                    train, valid = split_demos([names[d] for d in demos], val_ratio, seed)
                     writer.set_filter_key("train", train)
                     writer.set_filter_key("valid", valid)
                     report.filter_keys = {"train": train, "valid": valid}

@@ -214,6 +214,41 @@ def constant_key_findings(df: DemoFile, demos: Sequence[str]) -> list[Finding]:
     return out
 
 
+def stored_stats_findings(df: DemoFile, demos: Sequence[str]) -> list[Finding]:
+    """Statistics stored in the file that no longer describe the arrays.
+
+    They are written with the demos; a tool that changes array values in place without
+    storing them again leaves them stale, and the loader would normalise with them.
+    """
+    from demoset.format import read_stats, stats_keys, stats_of_arrays
+
+    stale: dict[str, list[str]] = defaultdict(list)
+    lengths = [int(n) for n in df.lengths(list(demos))]
+    for key in stats_keys(df, demos[0]):
+        stored = read_stats(df.h5, key, demos, lengths)
+        if stored is None:
+            continue
+        for d, n, s in zip(demos, lengths, stored):
+            fresh = stats_of_arrays({key: df.read(d, key)}, n).get(key)
+            same = fresh is not None and all(
+                np.allclose(getattr(fresh, f), getattr(s, f), rtol=1e-9, atol=1e-12)
+                for f in ("mean", "m2", "min", "max")
+            )
+            if not same:
+                stale[key].append(d)
+    return [
+        Finding(
+            "stale_stats",
+            "error",
+            f"the statistics stored for {len(names)} demos do not match the arrays (changed "
+            "in place?); `demoset stats FILE --store` stores them again",
+            tuple(names),
+            key=key,
+        )
+        for key, names in stale.items()
+    ]
+
+
 def frame_findings(
     df: DemoFile,
     demos: Sequence[str],

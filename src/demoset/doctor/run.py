@@ -46,6 +46,7 @@ def diagnose(
             ("action saturation", lambda: checks.saturation_findings(df, demos)),
             ("next_obs against obs", lambda: checks.next_obs_findings(df, demos)),
             ("constant observations", lambda: checks.constant_key_findings(df, demos)),
+            ("stored statistics", lambda: checks.stored_stats_findings(df, demos)),
             (
                 "camera frames (black, saturated, frozen, shared between demos)",
                 lambda: checks.frame_findings(df, demos, frames_per_demo),

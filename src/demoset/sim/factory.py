@@ -58,8 +58,11 @@ def make_env(
     if isinstance(camera_names, str):
         camera_names = (camera_names,)
     if meta.env_type == ENV_TYPE_ROBOSUITE:
+        from demoset.sim.legacy_check import check_scene_rebuildable, recorded_version
         from demoset.sim.robosuite_env import RobosuiteEnv
 
+        check_scene_rebuildable(meta)
+        kwargs.setdefault("recorded_version", recorded_version(meta.extra))
         return RobosuiteEnv(
             meta.env_name,
             render_offscreen=render_offscreen,
