@@ -16,12 +16,9 @@ import h5py
 import numpy as np
 
 from demoset.errors import DemoNotFoundError, DemosetError, LayoutError, WriteError
+from demoset.format import STATS_GROUP, GuardedFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import open_dataset
-from demoset.format.h5io import is_enospc, same_file
-from demoset.format.journal import GuardedFile
-from demoset.format.stored_stats import STATS_GROUP
-from demoset.fsutil import replace_durably, temp_path_beside
+from demoset.fsutil import is_enospc, replace_durably, same_file, temp_path_beside
 
 Progress = Callable[[int, int], None]
 

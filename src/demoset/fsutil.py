@@ -1,4 +1,5 @@
-"""Temporary files beside a target, for outputs that must appear whole or not at all."""
+"""File-system helpers: temporary files beside a target (outputs that appear whole or not
+at all), whether two paths name one file, whether an error means the disk is full."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import errno
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def _current_umask() -> int:
@@ -96,3 +98,21 @@ def atomic_output(target: str | os.PathLike, suffix: str = ".partial") -> Iterat
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name the same file on disk."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def is_enospc(exc: BaseException) -> bool:
+    """True when an error (OSError, or h5py's text of one) says the disk is full."""
+    text = str(exc)
+    return (
+        getattr(exc, "errno", None) == errno.ENOSPC
+        or "No space left" in text
+        or "errno = 28" in text
+    )

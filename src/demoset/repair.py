@@ -24,21 +24,22 @@ import h5py
 import numpy as np
 
 from demoset.errors import DemosetError, LayoutError, WriteError
-from demoset.format import constants as C
-from demoset.format.demofile import _attr_int
-from demoset.format.h5io import (
+from demoset.format import (
+    STATS_GROUP,
+    GuardedFile,
+    attr_int,
+    beat,
     check_dataset_safe,
     check_dataset_size,
     check_link_safe,
-    is_enospc,
+    group_stats,
     open_h5,
     read_array,
-    same_file,
+    waiting,
+    write_demo_stats,
 )
-from demoset.format.isolation import beat, waiting
-from demoset.format.journal import GuardedFile
-from demoset.format.stored_stats import STATS_GROUP, group_stats, write_demo_stats
-from demoset.fsutil import replace_durably, temp_path_beside
+from demoset.format import constants as C
+from demoset.fsutil import is_enospc, replace_durably, same_file, temp_path_beside
 
 Progress = Callable[[int, int], None]
 
@@ -125,7 +126,7 @@ def _check_readable(
 
 def _demo_length(group: h5py.Group) -> tuple[int | None, int | None]:
     """(num_samples attribute or None, length of actions or None)."""
-    num = _attr_int(group.attrs[C.ATTR_NUM_SAMPLES]) if C.ATTR_NUM_SAMPLES in group.attrs else None
+    num = attr_int(group.attrs[C.ATTR_NUM_SAMPLES]) if C.ATTR_NUM_SAMPLES in group.attrs else None
     actions = group.get(C.ACTIONS)
     n_actions = (
         int(actions.shape[0])
@@ -394,7 +395,7 @@ def repair_isolated(
     when HDF5 hangs outside any part repair can leave out.
     """
     from demoset.errors import UnsafeFileError
-    from demoset.format.isolation import run_isolated
+    from demoset.format import run_isolated
 
     path, out = os.fspath(path), os.fspath(out)
     left_out: list[str] = []

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from demoset.format import DemoFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile, open_dataset
 
 
 def _structure(df: DemoFile, demo: str) -> dict[str, Any]:

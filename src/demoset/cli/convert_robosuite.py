@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             action_dict=args.action_dict,
             overwrite=args.overwrite,
             progress=progress_callback(bar),
+            make_env=_make_env if args.action_dict else None,
         )
     print(
         f"wrote {report.output}: {report.demos} demos, {report.total} transitions (raw file untouched)"
@@ -94,3 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if report.action_dict_keys:
         print(f"  action_dict: {', '.join(report.action_dict_keys)}")
     return 0
+
+
+def _make_env(env_meta):
+    """The simulator for absolute pose actions (imported only when asked for)."""
+    from demoset.sim import make_env
+
+    return make_env(env_meta)

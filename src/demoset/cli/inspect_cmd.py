@@ -74,7 +74,7 @@ def call_reader(
         kwargs["progress"] = progress
     if not getattr(args, "isolated", True):
         return fn(*fn_args, **kwargs)
-    from demoset.format.isolation import run_isolated
+    from demoset.format import run_isolated
 
     progress = kwargs.pop("progress", None)
     return run_isolated(fn, *fn_args, path=path, progress=progress, cleanup=cleanup, **kwargs)
@@ -206,7 +206,7 @@ def run_info(args: argparse.Namespace) -> int:
         args, summarize, path, path=path, filter_key=args.filter_key, verbose=args.verbose
     )
     if args.stats:
-        from demoset.format.stored_stats import stats_summary
+        from demoset.format import stats_summary
 
         s["stats"] = call_reader(args, stats_summary, path, path=path, filter_key=args.filter_key)
     if args.json:

@@ -57,7 +57,7 @@ def print_summary(summary: dict) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from demoset.format.stored_stats import stats_summary, store_stats
+    from demoset.format import stats_summary, store_stats
 
     path = dataset_path(args)
     if args.store:

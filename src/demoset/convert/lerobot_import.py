@@ -39,9 +39,7 @@ from demoset.convert import lerobot_layout as L
 from demoset.convert.demo_record import NONE, SHIFT, STORED, DemoRecord, write_demo
 from demoset.convert.video_av import iter_frames
 from demoset.errors import ConversionError, DemosetError
-from demoset.format import DatasetWriter
-from demoset.format.constants import ENV_TYPE_GYM
-from demoset.format.h5io import READ_ERRORS, open_h5
+from demoset.format import ENV_TYPE_GYM, READ_ERRORS, DatasetWriter, open_h5
 from demoset.masks import split_demos
 
 RESERVED = {L.ACTION, L.REWARD, L.DONE, *L.INDEX_FEATURES}

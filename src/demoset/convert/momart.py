@@ -21,10 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from demoset.errors import ConversionError, DemosetError, WriteError
-from demoset.format import open_dataset, validate
-from demoset.format.constants import ENV_TYPE_IG_MOMART
-from demoset.format.h5io import same_file, untrusted_input
-from demoset.fsutil import replace_durably, temp_path_beside
+from demoset.format import ENV_TYPE_IG_MOMART, open_dataset, untrusted_input, validate
+from demoset.fsutil import replace_durably, same_file, temp_path_beside
 from demoset.masks import split_demos, split_train_valid
 
 COPY_CHUNK = 64 << 20

@@ -48,8 +48,7 @@ from demoset.convert.demo_record import (
     write_demo,
 )
 from demoset.errors import ConversionError, WriteError
-from demoset.format import DatasetWriter, open_dataset
-from demoset.format.constants import ENV_TYPE_GYM
+from demoset.format import ENV_TYPE_GYM, DatasetWriter, open_dataset
 from demoset.masks import split_demos
 
 ACTION = "action"

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from demoset.doctor.findings import Finding
+from demoset.format import DemoFile
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile
 from demoset.viz import outliers
 from demoset.viz.collect import camera_keys, low_dim_keys
 from demoset.viz.sampling import read_rows, spaced_indices
@@ -220,7 +220,7 @@ def stored_stats_findings(df: DemoFile, demos: Sequence[str]) -> list[Finding]:
     They are written with the demos; a tool that changes array values in place without
     storing them again leaves them stale, and the loader would normalise with them.
     """
-    from demoset.format.stored_stats import read_stats, stats_keys, stats_of_arrays
+    from demoset.format import read_stats, stats_keys, stats_of_arrays
 
     stale: dict[str, list[str]] = defaultdict(list)
     lengths = [int(n) for n in df.lengths(list(demos))]

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from demoset.doctor.findings import Finding
+from demoset.format import DemoFile
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile
 
 Progress = Callable[[int, int], None]
 WARN_TOL = 1e-3

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from demoset.doctor import checks
 from demoset.doctor.findings import DoctorReport, Finding
 from demoset.doctor.replay import can_replay, replay_findings
-from demoset.format.demofile import open_dataset
+from demoset.format import open_dataset
 from demoset.viz.sampling import sample_demos
 
 Progress = Callable[[int, int], None]

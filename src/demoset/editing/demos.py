@@ -9,8 +9,8 @@ import numpy as np
 
 from demoset.editing.rewrite import Progress, RewriteResult, replace_dataset, rewrite, step_datasets
 from demoset.errors import ConfigError, DemoNotFoundError
+from demoset.format import DemoFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile, open_dataset
 
 SUCCESS_REWARD = 1.0
 """A step whose reward reaches this counts as success (robosuite's sparse reward is 1)."""

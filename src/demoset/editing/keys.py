@@ -16,8 +16,8 @@ import numpy as np
 
 from demoset.editing.rewrite import Progress, RewriteResult, rewrite
 from demoset.errors import ConfigError, LayoutError
+from demoset.format import DemoFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile, open_dataset
 
 GROUPS = ("obs", "action_dict", "dataset")
 KeyFunction = Callable[[Mapping[str, np.ndarray]], np.ndarray]

@@ -18,8 +18,8 @@ import numpy as np
 from demoset.editing.demos import SUCCESS_REWARD
 from demoset.editing.rewrite import Progress, RewriteResult, replace_dataset, rewrite
 from demoset.errors import ConfigError, LayoutError
+from demoset.format import DemoFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile, open_dataset
 
 DONE_MODES = ("success", "last", "both")
 REWARD_MODES = ("sparse",)

@@ -18,9 +18,8 @@ import numpy as np
 
 from demoset.edit import AtomicOutput
 from demoset.errors import LayoutError
+from demoset.format import STATS_GROUP, DemoFile, group_stats, open_dataset, write_demo_stats
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile, open_dataset
-from demoset.format.stored_stats import STATS_GROUP, group_stats, write_demo_stats
 
 Progress = Callable[[int, int], None]
 DemoEdit = Callable[[DemoFile, str, h5py.Group], None]

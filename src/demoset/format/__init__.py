@@ -1,24 +1,96 @@
-"""The robomimic HDF5 layout: read (`open_dataset`), write (`DatasetWriter`), check (`validate`)."""
+"""The robomimic HDF5 layout: read (`open_dataset`), write (`DatasetWriter`), check (`validate`).
 
-from demoset.format.constants import sorted_demos
+`__all__` below is the format layer's whole public surface: modules outside `format/`
+import these names from `demoset.format` and never reach into its submodules
+(tests/test_architecture.py checks it). `constants` is the layout's vocabulary (group,
+array and attribute names), imported as a module: `from demoset.format import constants as C`.
+"""
+
+from demoset.format import constants
+from demoset.format.constants import (
+    ENV_TYPE_GYM,
+    ENV_TYPE_IG_MOMART,
+    ENV_TYPE_ROBOSUITE,
+    demo_sort_key,
+    sorted_demos,
+)
 from demoset.format.demofile import ArrayInfo, DemoFile, open_dataset
-from demoset.format.env_meta import EnvMeta, env_meta_from_dict, parse_env_args
-from demoset.format.isolation import preflight, run_isolated
-from demoset.format.validate import Finding, validate
+from demoset.format.env_meta import (
+    EnvMeta,
+    attr_int,
+    attr_text,
+    env_meta_from_dict,
+    env_meta_from_raw_attrs,
+    parse_env_args,
+)
+from demoset.format.guards import READ_ERRORS, guarded_method, h5_errors, untrusted_input
+from demoset.format.h5io import (
+    array_nbytes,
+    check_dataset_safe,
+    check_dataset_size,
+    check_link_safe,
+    open_h5,
+    read_array,
+)
+from demoset.format.isolation import beat, run_isolated, waiting
+from demoset.format.journal import GuardedFile, edit_in_place
+from demoset.format.locking import reader_gate
+from demoset.format.stored_stats import (
+    STATS_GROUP,
+    group_stats,
+    read_stats,
+    stats_keys,
+    stats_of_arrays,
+    stats_summary,
+    store_stats,
+    write_demo_stats,
+)
+from demoset.format.validate import Finding, preflight, validate
 from demoset.format.writer import DatasetWriter, derive_next_obs
 
 __all__ = [
+    "ENV_TYPE_GYM",
+    "ENV_TYPE_IG_MOMART",
+    "ENV_TYPE_ROBOSUITE",
+    "READ_ERRORS",
+    "STATS_GROUP",
     "ArrayInfo",
     "DatasetWriter",
     "DemoFile",
     "EnvMeta",
     "Finding",
+    "GuardedFile",
+    "array_nbytes",
+    "attr_int",
+    "attr_text",
+    "beat",
+    "check_dataset_safe",
+    "check_dataset_size",
+    "check_link_safe",
+    "constants",
+    "demo_sort_key",
     "derive_next_obs",
+    "edit_in_place",
     "env_meta_from_dict",
+    "env_meta_from_raw_attrs",
+    "group_stats",
+    "guarded_method",
+    "h5_errors",
     "open_dataset",
+    "open_h5",
     "parse_env_args",
     "preflight",
+    "read_array",
+    "read_stats",
+    "reader_gate",
     "run_isolated",
     "sorted_demos",
+    "stats_keys",
+    "stats_of_arrays",
+    "stats_summary",
+    "store_stats",
+    "untrusted_input",
     "validate",
+    "waiting",
+    "write_demo_stats",
 ]

@@ -231,8 +231,8 @@ def store_stats(path: str | os.PathLike, progress: Progress | None = None) -> in
     Returns the number of demos. The edit is made through the journal, so an interruption
     leaves the file as it was or with every demo's statistics.
     """
-    from demoset.format.h5io import is_enospc
     from demoset.format.journal import edit_in_place
+    from demoset.fsutil import is_enospc
 
     path = os.fspath(path)
     with open_dataset(path) as df:

@@ -39,11 +39,10 @@ import numpy as np
 from demoset.errors import DemosetError, LayoutError, WriteError
 from demoset.format import constants as C
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
-from demoset.format.h5io import is_enospc
 from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
 from demoset.format.stored_stats import stats_of_arrays, write_demo_stats
-from demoset.fsutil import fsync_dir, replace_durably, temp_path_beside
+from demoset.fsutil import fsync_dir, is_enospc, replace_durably, temp_path_beside
 
 IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
 

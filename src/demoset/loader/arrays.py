@@ -298,7 +298,7 @@ class FileArray:
         self.breaks = self.breaks[: frames + 1]
         self.frames = min(self.frames, frames)
 
-    def _read(
+    def read_windows(
         self,
         out: np.ndarray,
         demo: np.ndarray,
@@ -350,7 +350,7 @@ class FileArray:
         win = plan.win
         out = plan.empty((win.size, win.length, *self.frame_shape), self.dtype)
         with self.reader.session():
-            self._read(out, win.demo, win.begin, win.end, win.pad_front)
+            self.read_windows(out, win.demo, win.begin, win.end, win.pad_front)
         fill_padding(out, win)
         return out
 
@@ -360,7 +360,7 @@ class FileArray:
         out = np.empty((len(flat), 1, *self.frame_shape), dtype=self.dtype)
         zero = np.zeros(len(flat), dtype=np.int64)
         with self.reader.session():
-            self._read(out, demo, step, step + 1, zero)
+            self.read_windows(out, demo, step, step + 1, zero)
         return out[:, 0]
 
     def demo_arrays(self, reader: DemoReader, demos, lengths, starts):

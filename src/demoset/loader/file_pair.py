@@ -57,7 +57,7 @@ class FilePair:
                 demo = win.demo[at_end]
                 block[at_end, length] = self.next.gather_frames(last, demo, last, plan)
 
-        self.obs._read(block, win.demo, begin, stop, np.zeros_like(begin))
+        self.obs.read_windows(block, win.demo, begin, stop, np.zeros_like(begin))
         final_frames()
         return block[:, :length], block[:, 1:]
 
@@ -81,5 +81,5 @@ class FilePair:
         length = int(self._lengths()[d])
         out = np.empty((1, length, *array.frame_shape), dtype=array.dtype)
         zero = np.zeros(1, dtype=np.int64)
-        array._read(out, np.array([d]), zero, np.array([length]), zero)
+        array.read_windows(out, np.array([d]), zero, np.array([length]), zero)
         return out[0]

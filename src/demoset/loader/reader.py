@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from contextlib import contextmanager
 
 import h5py
 import numpy as np
 
-from demoset.errors import FileLockedError, LayoutError, UnsafeFileError
-from demoset.format import open_dataset
-from demoset.format.demofile import DemoFile
-from demoset.format.h5io import check_dataset_safe, check_dataset_size
+from demoset.errors import LayoutError, UnsafeFileError
+from demoset.format import (
+    DemoFile,
+    check_dataset_safe,
+    check_dataset_size,
+    open_dataset,
+    reader_gate,
+)
 
 LOCK_TIMEOUT = 30.0
 """Seconds to wait for a demoset writer's commit to finish before giving up."""
@@ -39,15 +42,6 @@ def file_identity(path: str) -> tuple[int, int]:
     """(device, inode) of a file: stays the same while the file is appended to in place."""
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
-
-
-def _wait(what, deadline: float, path: str, message: str) -> None:
-    delay = 0.005
-    while not what():
-        if time.monotonic() > deadline:
-            raise FileLockedError(message, path)
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
 
 
 def small_metadata_cache(h5: h5py.File, size: int = 1 << 20) -> None:
@@ -67,14 +61,6 @@ def small_metadata_cache(h5: h5py.File, size: int = 1 << 20) -> None:
         pass
 
 
-def _take_shared(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
 def open_locked(path: str, fd: int, swmr: bool, timeout: float = LOCK_TIMEOUT) -> DemoFile:
     """open_dataset(path) with a shared flock held on `fd` until `fd` is unlocked.
 
@@ -84,36 +70,13 @@ def open_locked(path: str, fd: int, swmr: bool, timeout: float = LOCK_TIMEOUT) -
     a committer that has closed the gate makes new readers wait instead of being starved
     by them, and cannot close it while we are half-way through opening.
     """
-    from demoset.format.journal import Turnstile
-
-    deadline = time.monotonic() + timeout
-    try:
-        gate = Turnstile(path)
-    except OSError:  # no lock directory: the flock alone still keeps commits out
-        gate = None
-    try:
-        if gate is not None:
-            _wait(
-                gate.enter,
-                deadline,
-                path,
-                f"a demoset writer has been committing for {timeout:.0f} s",
-            )
-        _wait(
-            lambda: _take_shared(fd),
-            deadline,
-            path,
-            f"another program has held the file for writing for {timeout:.0f} s",
-        )
-        try:
-            return open_dataset(path, swmr=swmr)
-        except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            raise
-    finally:
-        if gate is not None:
-            gate.release()
-            gate.close()
+    with reader_gate(
+        path,
+        timeout,
+        hold_fd=fd,
+        waited=f"a demoset writer has been committing for {timeout:.0f} s",
+    ):
+        return open_dataset(path, swmr=swmr)
 
 
 class DemoReader:

@@ -19,9 +19,7 @@ import numpy as np
 import torch.utils.data
 
 from demoset.errors import ConfigError, LayoutError
-from demoset.format.demofile import DemoFile
-from demoset.format.h5io import guarded_method
-from demoset.format.stored_stats import read_stats
+from demoset.format import DemoFile, guarded_method, read_stats
 from demoset.loader import stats as S
 from demoset.loader.alloc import BatchPlan, release_free_heap
 from demoset.loader.batch import SampleBatch, register_default_collate, sample_of

@@ -98,7 +98,7 @@ def source_env_meta(df) -> EnvMeta:
         return meta
     attrs = df.data_attrs()
     if "env" in attrs and "env_info" in attrs:
-        from demoset.convert.robosuite_raw import env_meta_from_raw_attrs
+        from demoset.format import env_meta_from_raw_attrs
 
         return env_meta_from_raw_attrs(attrs, df.path)
     raise SimulationError(

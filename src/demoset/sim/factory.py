@@ -7,9 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from demoset.errors import SimulationError
-from demoset.format import EnvMeta
-from demoset.format.constants import ENV_TYPE_GYM, ENV_TYPE_IG_MOMART, ENV_TYPE_ROBOSUITE
-from demoset.format.env_meta import env_meta_from_dict
+from demoset.format import (
+    ENV_TYPE_GYM,
+    ENV_TYPE_IG_MOMART,
+    ENV_TYPE_ROBOSUITE,
+    EnvMeta,
+    env_meta_from_dict,
+)
 from demoset.sim.base import Env
 
 

@@ -45,7 +45,7 @@ def v0_recording(env_name: str, version: str | None, env_kwargs: Mapping[str, An
 
 def check_scene_rebuildable(meta, path: str | None = None) -> None:
     """Raise one line when a robosuite dataset's scene cannot be rebuilt by robosuite 1.x."""
-    from demoset.format.constants import ENV_TYPE_ROBOSUITE
+    from demoset.format import ENV_TYPE_ROBOSUITE
 
     if meta.env_type != ENV_TYPE_ROBOSUITE:
         return

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from demoset.errors import WriteError
-from demoset.format import Finding, open_dataset, validate
-from demoset.format.constants import demo_sort_key
+from demoset.format import Finding, demo_sort_key, open_dataset, validate
 from demoset.viz import collect, frames, outliers
 from demoset.viz.html_page import CameraDemo, CameraSection, OutlierRow, ReportPage, render_page
 from demoset.viz.output import write_atomic
