@@ -214,7 +214,7 @@ def _check_record(output: str, record: str, request: dict[str, Any]) -> None:
             f"{os.path.basename(record)} is not a run record; use --overwrite to start over",
             output,
         )
-    new = json.loads(json.dumps(request))  # tuples and the like as JSON would keep them
+    old, new = _flat(old), _flat(json.loads(json.dumps(request)))  # tuples as JSON keeps them
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if differ:
         raise PartialOutputError(
@@ -222,6 +222,19 @@ def _check_record(output: str, record: str, request: dict[str, Any]) -> None:
             "same input and options, or use --overwrite to start over",
             output,
         )
+
+
+def _flat(request: dict[str, Any]) -> dict[str, Any]:
+    """Settings by the names a user knows: options by flag name, the input as "input file"."""
+    out: dict[str, Any] = {}
+    for key, value in request.items():
+        if key == "options" and isinstance(value, dict):
+            out.update(value)
+        elif key == "input":
+            out["input file"] = value
+        else:
+            out[key] = value
+    return out
 
 
 def _demos_in(partial: str) -> list[str]:
