@@ -420,7 +420,7 @@ def extract_obs(
         results = _results_in_pool(dataset, todo, options, workers)
     failed: list[tuple[str, str]] = []
     done_frames = sum(lengths[d] for d in partial.done)
-    with open_dataset(dataset) as df, partial.writer as writer:
+    with partial.removed_if_empty(), open_dataset(dataset) as df, partial.writer as writer:
         try:
             for demo, (status, result) in results:
                 if status != "ok":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,21 @@ class PartialOutput:
     @property
     def path(self) -> str:
         return partial_path(self.output)
+
+    @contextlib.contextmanager
+    def removed_if_empty(self) -> Iterator[None]:
+        """On an error before any demo was completed, remove the partial output again.
+
+        There is nothing to resume then, and the next run should not be refused. Enter
+        it before the writer, so the writer is closed when this runs.
+        """
+        try:
+            yield
+        except BaseException:
+            if not self.done and not self.writer.demos:
+                with contextlib.suppress(OSError):
+                    remove_partial(self.output)
+            raise
 
     def finish(self, overwrite: bool = False) -> None:
         """Close the writer, move the finished file to its name, remove the record."""
