@@ -404,7 +404,8 @@ def extract_obs(
         image_compression=compression,
         compression_level=compression_level,
     )
-    todo = [d for d in demos if d not in set(partial.done)]
+    already = set(partial.done)
+    todo = [d for d in demos if d not in already]
     workers = max(min(int(workers), len(todo)), 1)
     start = time.perf_counter()
     report = ExtractReport(output, 0, 0, 0.0, workers, resumed_demos=len(partial.done))
@@ -434,10 +435,10 @@ def extract_obs(
                 report.black_frames.extend(
                     (demo, key, idx) for key, idx in result.black_frames.items()
                 )
-                if progress is not None:
-                    progress(done_frames + report.frames, total_frames)
                 if demo_progress is not None:
                     demo_progress(len(partial.done) + report.demos, len(demos))
+                if progress is not None:
+                    progress(done_frames + report.frames, total_frames)
         finally:
             if hasattr(results, "close"):
                 results.close()

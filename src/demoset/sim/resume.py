@@ -27,10 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import h5py
-
 from demoset.errors import DemosetError, WriteError
-from demoset.format import DatasetWriter
+from demoset.format import DatasetWriter, open_dataset
 from demoset.format import constants as C
 from demoset.format.journal import journal_candidates, recover_if_abandoned
 from demoset.fsutil import atomic_output
@@ -257,9 +255,8 @@ def _demos_in(partial: str) -> list[str]:
     """The complete demos of a partial output (after finishing or undoing a killed commit)."""
     try:
         recover_if_abandoned(partial)
-        with h5py.File(partial, "r") as f:
-            data = f.get(C.DATA_GROUP)
-            names = list(data.keys()) if isinstance(data, h5py.Group) else []
+        with open_dataset(partial) as df:  # passes the commit gate like any demoset reader
+            names = list(df.demos)
     except DemosetError as exc:
         raise PartialOutputError(exc.message, partial) from None
     except OSError as exc:
