@@ -54,3 +54,13 @@ def small_scene(tmp_path_factory) -> str:
         if not (d / "small.hdf5").exists():
             build_small_scene(d)
     return str(d / "small.hdf5")
+
+
+@pytest.fixture(scope="session")
+def small_reference(small_scene, tmp_path_factory) -> str:
+    """An uninterrupted local extraction of the tiny scene (low-dim observations)."""
+    from demoset.sim.extract import extract_obs
+
+    out = tmp_path_factory.mktemp("small_reference") / "reference.hdf5"
+    extract_obs(small_scene, out)
+    return str(out)

@@ -16,13 +16,10 @@ import time
 
 import pytest
 
-from demoset.sim.extract import extract_obs
 from demoset.sim.resume import partial_path
 
 from tests.sim.files_alike import assert_same_file
 from tests.sim.ray_cluster import Cluster, free_port
-
-pytest.importorskip("ray")
 
 pytestmark = [pytest.mark.sim, pytest.mark.xdist_group("extract_cluster")]
 
@@ -43,15 +40,8 @@ def cluster():
     assert c.processes() == [], "Ray processes left running"
 
 
-@pytest.fixture(scope="module")
-def local_reference(small_scene, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ray_ref") / "local.hdf5"
-    extract_obs(small_scene, out)
-    return out
-
-
 def test_ray_cluster_with_a_killed_worker_writes_the_local_result(
-    cluster, small_scene, local_reference, tmp_path
+    cluster, small_scene, small_reference, tmp_path
 ):
     out = tmp_path / "ray.hdf5"
     proc = subprocess.Popen(
@@ -73,7 +63,7 @@ def test_ray_cluster_with_a_killed_worker_writes_the_local_result(
     assert killed is not None, "no Ray worker was seen running a demo"
     assert proc.returncode == 0, stderr
     assert "on Ray" in stdout and "2 workers" in stdout, stdout
-    assert_same_file(local_reference, out)
+    assert_same_file(small_reference, out)
     assert sorted(os.listdir(tmp_path)) == ["ray.hdf5"]
 
 

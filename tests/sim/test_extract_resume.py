@@ -127,9 +127,8 @@ def _mount_tmpfs(directory, size: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
 
 
-def test_full_disk_keeps_the_completed_demos_for_resume(small_scene, tmp_path):
-    ref = tmp_path / "ref.hdf5"
-    extract_obs(small_scene, ref)
+def test_full_disk_keeps_the_completed_demos_for_resume(small_scene, small_reference, tmp_path):
+    ref = small_reference
     size = os.path.getsize(ref)
     small = tmp_path / "small"
     _mount_tmpfs(small, str(size // 2))  # room for about half of the demos

@@ -11,8 +11,11 @@ Speed and safety:
 - `workers=N` runs demos in N processes (each with its own simulator). Each worker sends a
   demo's arrays back to this process, which writes every demo exactly once, in input order,
   into one output file; the output is the same for any number of workers.
-- The output is written atomically: it appears complete under its name or not at all.
-  Every input demo is in it, or extraction fails naming the demo and the reason.
+- The output appears complete under its name or not at all: demos go into
+  `<output>.partial` and it is renamed when complete (sim/resume.py); an interrupted run
+  keeps what it completed there for `resume=True`. Every input demo is in the output, or
+  extraction fails naming the demo and the reason. `ray=` runs demos on a Ray cluster
+  (sim/ray_backend.py) with the same result.
 - Each frame is rendered once: next_obs[t] is obs[t+1] (the same state), so it is derived
   rather than rendered again; the resets around loading a demo's model and the final step
   render nothing (their observations would be thrown away).
@@ -458,7 +461,11 @@ def extract_obs(
 
 def _failure(dataset: str, failed: list[tuple[str, str]], kept: int) -> SimulationError:
     """One line naming the failed demos; what completed is kept for --resume."""
-    hint = f"the {kept} demos completed are kept: fix the cause and rerun with --resume"
+    hint = (
+        f"the {kept} demos completed are kept: fix the cause and rerun with --resume"
+        if kept
+        else "no demo was completed"
+    )
     if len(failed) == 1:
         demo, reason = failed[0]
         return SimulationError(f"extraction failed: {reason}; {hint}", dataset, f"/data/{demo}")
