@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import psutil
 
@@ -42,7 +43,13 @@ class Cluster:
         self.env = dict(os.environ)
         paths = [*(pythonpath or []), SRC, self.env.get("PYTHONPATH", "")]
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-        self.env.update(RAY_USAGE_STATS_ENABLED="0", LP_NUM_THREADS="1")
+        # token authentication with a token of its own: nothing read from ~/.ray
+        self.env.update(
+            RAY_USAGE_STATS_ENABLED="0",
+            LP_NUM_THREADS="1",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=uuid.uuid4().hex,
+        )
 
     def _start(self, *args: str) -> None:
         common = [

@@ -117,6 +117,7 @@ def test_cluster_without_robosuite_is_one_line_and_keeps_nothing_half_done(small
             capture_output=True,
             text=True,
             timeout=300,
+            env=c.env,
         )
     finally:
         c.stop()
@@ -124,4 +125,21 @@ def test_cluster_without_robosuite_is_one_line_and_keeps_nothing_half_done(small
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "robosuite" in proc.stderr and "demoset[sim,ray]" in proc.stderr
-    assert not out.exists() and os.path.exists(partial_path(out))  # resumable
+    # nothing was completed, so nothing is left to resume
+    assert not out.exists() and not os.path.exists(partial_path(out))
+
+
+@pytest.mark.slow
+def test_wrong_authentication_token_is_one_line(cluster, small_scene, tmp_path):
+    out = tmp_path / "out.hdf5"
+    proc = subprocess.run(
+        cli(small_scene, "--out", str(out), "--ray", cluster.address),
+        capture_output=True,
+        text=True,
+        env={**cluster.env, "RAY_AUTH_TOKEN": "0" * 32},
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "authentication token" in proc.stderr
+    assert not out.exists()

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,7 @@ RETRIES = 1
 
 def import_ray():
     """The ray module, or a SimulationError saying how to install it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
@@ -108,7 +110,6 @@ def connected(address: str, local_cpus: int | None = None) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict[str, Any] = {
         "logging_level": logging.ERROR,
         "log_to_driver": False,
@@ -128,15 +129,54 @@ def connected(address: str, local_cpus: int | None = None) -> Iterator[Any]:
     else:
         probe(address)
         kwargs["address"] = address
-    try:
-        ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SimulationError(f"cannot connect to the Ray cluster at {address} ({first})") from None
+    with _stderr_kept() as said:
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            error = f"cannot connect to the Ray cluster at {address} ({first})"
+        else:
+            error = None
+    if error is None:
+        sys.stderr.write(said.text)
+    else:
+        if "Unauthenticated" in said.text or "AuthToken" in said.text:
+            error += (
+                "; the cluster refused this machine's authentication token: give it the "
+                "cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+            )
+        raise SimulationError(error)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+class _Captured:
+    text = ""
+
+
+@contextlib.contextmanager
+def _stderr_kept() -> Iterator[_Captured]:
+    """Hold back what Ray's C++ core writes to stderr while connecting (a warning a
+    second while it retries); the caller shows it again after a successful connection,
+    or sums it up in its one-line error."""
+    captured = _Captured()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded): nothing to hold back
+        yield captured
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            captured.text = held.read().decode(errors="replace")
 
 
 # ---------------------------------------------------------------------------- the task side
@@ -262,9 +302,9 @@ def results_on_ray(
                     status, value = answers.pop(next_yield)
                     if status == "init_error":
                         raise SimulationError(
-                            f"a Ray worker cannot start the simulator ({value}); every node of "
-                            "the cluster needs demoset with its simulator: pip install "
-                            "'demoset[sim,ray]'"
+                            f"a Ray worker cannot start the simulator: {value}; every node of "
+                            "the cluster needs demoset with its simulator (pip install "
+                            "'demoset[sim,ray]')"
                         )
                     yield demos[next_yield], (status, value)
                     next_yield += 1
