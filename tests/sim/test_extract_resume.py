@@ -1,7 +1,8 @@
 """extract-obs --resume: runs killed at random moments continue to the same file.
 
 Each run is a real `demoset extract-obs` process group killed with SIGKILL (no clean-up
-code runs), at random moments and once right after a demo was committed; the resumed
+code runs) or SIGINT (Ctrl-C), at random moments, and with SIGKILL once right after a demo
+was committed; the resumed
 result is compared array for array and attribute for attribute with an uninterrupted run.
 A full disk (a real 2 MB tmpfs) is the other interruption: what completed is kept and
 --resume finishes the file once there is room.
@@ -42,9 +43,9 @@ def start(*args: str) -> subprocess.Popen:
     )
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
     proc.communicate()
@@ -71,10 +72,12 @@ def test_killed_runs_resume_to_the_file_an_uninterrupted_run_writes(small_scene,
     seed = int(os.environ.get("DEMOSET_KILL_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)
     history = []
-    for _ in range(2):  # at random moments, from start-up to about the end of a run
+    # at random moments, from start-up to about the end of a run: SIGKILL, then Ctrl-C
+    # (the second in the later half: start-up takes about half of a run)
+    for sig, earliest in ((signal.SIGKILL, 0.05), (signal.SIGINT, 0.5)):
         proc = start(small_scene, "--out", str(out), "--resume")
-        time.sleep(rng.uniform(0.2, full))
-        kill_group(proc)
+        time.sleep(rng.uniform(earliest * full, full))
+        kill_group(proc, sig)
         history.append(demos_in_partial(out))
     assert not out.exists(), f"seed {seed}: a killed run must not leave the output"
 
