@@ -137,9 +137,7 @@ def connected(address: str, local_cpus: int | None = None) -> Iterator[Any]:
             error = f"cannot connect to the Ray cluster at {address} ({first})"
         else:
             error = None
-    if error is None:
-        sys.stderr.write(said.text)
-    else:
+    if error is not None:
         if "Unauthenticated" in said.text or "AuthToken" in said.text:
             error += (
                 "; the cluster refused this machine's authentication token: give it the "
@@ -158,9 +156,8 @@ class _Captured:
 
 @contextlib.contextmanager
 def _stderr_kept() -> Iterator[_Captured]:
-    """Hold back what Ray's C++ core writes to stderr while connecting (a warning a
-    second while it retries); the caller shows it again after a successful connection,
-    or sums it up in its one-line error."""
+    """Keep what Ray's C++ core writes to stderr while connecting (a warning a second
+    while it retries) off the terminal; the caller sums it up in its one-line error."""
     captured = _Captured()
     try:
         sys.stderr.flush()
