@@ -426,9 +426,14 @@ def test_failed_demo_is_named_and_leaves_no_output(pipeline, tmp_path):
     with pytest.raises(SimulationError) as info:
         extract_obs(broken, out, workers=2)
     message = str(info.value)
-    assert "/data/demo_2" in message and "20 values" in message
+    assert "/data/demo_2" in message and "20 values" in message and "--resume" in message
     assert not out.exists()
-    assert sorted(os.listdir(tmp_path)) == ["broken.hdf5"]  # no temporary leftovers
+    # the demo completed before is kept for --resume, beside the output
+    assert sorted(os.listdir(tmp_path)) == [
+        "broken.hdf5",
+        "out.hdf5.partial",
+        "out.hdf5.partial.json",
+    ]
 
 
 # ---------------------------------------------------------------------------- playback and video

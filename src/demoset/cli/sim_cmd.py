@@ -177,7 +177,22 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
         help="image compression",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="parallel simulator processes (default 1)"
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel simulator processes (default 1; with --ray local: the local cluster's CPUs)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the demos it completed (kept in OUT.partial)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="extract on a Ray cluster: auto (the running one), local (start one here), "
+        "or HOST:PORT; needs demoset[ray]",
     )
     p.add_argument("--n", type=int, default=None, help="only the first n demos")
     add_filter_key_arg(p, "extract only the demos of this filter key")
@@ -192,6 +207,10 @@ def run_extract(args: argparse.Namespace) -> int:
     output = args.out or os.path.join(os.path.dirname(os.path.abspath(source)), args.output_name)
     compression = args.compression or ("gzip" if args.compress else None)
     with progress_bar(None, "extracting", unit="frame") as bar:
+
+        def show_demos(done: int, total: int) -> None:
+            bar.set_postfix_str(f"{done}/{total} demos", refresh=False)
+
         report = extract_obs(
             source,
             output,
@@ -205,15 +224,21 @@ def run_extract(args: argparse.Namespace) -> int:
             copy_dones=args.copy_dones,
             exclude_next_obs=args.exclude_next_obs,
             compression=compression,
-            workers=args.workers,
+            workers=args.workers or (None if args.ray == "local" else 1),
             n=args.n,
             filter_key=args.filter_key,
             overwrite=args.overwrite,
             progress=progress_callback(bar),
+            resume=args.resume,
+            ray=args.ray,
+            demo_progress=show_demos,
         )
+    if report.resumed_demos:
+        print(f"resumed after {report.resumed_demos} demos an interrupted run had completed")
     print(
         f"wrote {report.output}: {report.demos} demos, {report.frames} frames in {report.seconds:.1f} s "
-        f"({report.frames_per_second:.1f} frames/s, {report.workers} worker{'s' if report.workers > 1 else ''})"
+        f"({report.frames_per_second:.1f} frames/s, {report.workers} worker{'s' if report.workers > 1 else ''}"
+        f"{' on Ray' if args.ray else ''})"
     )
     if report.black_frames:
         total = sum(len(idx) for _, _, idx in report.black_frames)

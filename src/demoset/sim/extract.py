@@ -11,8 +11,11 @@ Speed and safety:
 - `workers=N` runs demos in N processes (each with its own simulator). Each worker sends a
   demo's arrays back to this process, which writes every demo exactly once, in input order,
   into one output file; the output is the same for any number of workers.
-- The output is written atomically: it appears complete under its name or not at all.
-  Every input demo is in it, or extraction fails naming the demo and the reason.
+- The output appears complete under its name or not at all: demos go into
+  `<output>.partial` and it is renamed when complete (sim/resume.py); an interrupted run
+  keeps what it completed there for `resume=True`. Every input demo is in the output, or
+  extraction fails naming the demo and the reason. `ray=` runs demos on a Ray cluster
+  (sim/ray_backend.py) with the same result.
 - Each frame is rendered once: next_obs[t] is obs[t+1] (the same state), so it is derived
   rather than rendered again; the resets around loading a demo's model and the final step
   render nothing (their observations would be thrown away).
@@ -84,6 +87,8 @@ class ExtractReport:
     workers: int
     black_frames: list[tuple[str, str, list[int]]] = field(default_factory=list)
     """(demo, obs key, step indices) for every camera frame that is entirely black."""
+    resumed_demos: int = 0
+    """Demos an interrupted run had completed (`demos` and `frames` count this run's)."""
 
     @property
     def frames_per_second(self) -> float:
@@ -235,8 +240,13 @@ def _work(demo: str) -> tuple[str, Any]:
     """Extract one demo in a worker: ("ok", DemoResult) or ("error", one-line reason)."""
     if "init_error" in _WORKER:
         return "error", f"the worker could not start the simulator: {_WORKER['init_error']}"
+    return extract_one(_WORKER["env"], _WORKER["df"], demo, _WORKER["options"])
+
+
+def extract_one(env, df, demo: str, options: ExtractOptions) -> tuple[str, Any]:
+    """`extract_demo` for a worker: ("ok", DemoResult) or ("error", one-line reason)."""
     try:
-        return "ok", extract_demo(_WORKER["env"], _WORKER["df"], demo, _WORKER["options"])
+        return "ok", extract_demo(env, df, demo, options)
     except DemosetError as exc:
         return "error", exc.message
     except Exception as exc:  # noqa: BLE001 - any failure must name the demo, not kill the run
@@ -316,12 +326,15 @@ def extract_obs(
     exclude_next_obs: bool = False,
     compression: str | None = None,
     compression_level: int | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     n: int | None = None,
     filter_key: str | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     reuse_renderer: bool = True,
+    resume: bool = False,
+    ray: str | None = None,
+    demo_progress: ProgressFn | None = None,
 ) -> ExtractReport:
     """Write a new dataset with observations extracted from `dataset`'s simulator states.
 
@@ -332,6 +345,13 @@ def extract_obs(
     lz4, blosc) when given. `progress(frames_done, frames_total)` is called after each demo.
     `reuse_renderer=False` builds a new rendering context for every demo (slower, same
     output; for checking that claim and for diagnosing rendering problems).
+
+    Demos are written into `<output>.partial` (sim/resume.py) and the file is moved into
+    place when complete. An interrupted run keeps what it completed there: `resume=True`
+    continues it (the result equals an uninterrupted run); without it the partial output
+    is refused. `ray` sends the demos to Ray tasks (sim/ray_backend.py): "auto", "local"
+    (a local cluster of `workers` CPUs) or a cluster address; the output is the same.
+    `demo_progress(demos_done, demos_total)` is called after each demo.
     """
     dataset = os.fspath(dataset)
     output = os.fspath(output)
@@ -339,8 +359,14 @@ def extract_obs(
         raise SimulationError("the output must be a new file, not the input", output)
     if done_mode not in (0, 1, 2):
         raise SimulationError(f"done_mode must be 0, 1 or 2, got {done_mode}")
+    ray_cpus = workers  # None: every CPU of a local Ray cluster
+    workers = 1 if workers is None else workers
     if workers < 1:
         raise SimulationError("workers must be at least 1")
+    if ray is not None:
+        from demoset.sim.ray_backend import import_ray
+
+        import_ray()  # say how to install it before anything else happens
     options = ExtractOptions(
         camera_names=tuple(camera_names),
         camera_height=int(camera_height),
@@ -375,50 +401,83 @@ def extract_obs(
         lengths = dict(zip(demos, df.lengths(demos).tolist()))
         filter_keys = {key: df.filter_key_demos(key) for key in df.filter_keys}
     total_frames = int(sum(lengths.values()))
-    workers = min(int(workers), len(demos))
-    start = time.perf_counter()
-    report = ExtractReport(output, 0, 0, 0.0, workers)
-    results = (
-        _results_in_process(dataset, demos, options)
-        if workers == 1
-        else _results_in_pool(dataset, demos, options, workers)
+    from demoset.sim.resume import open_partial, run_request
+
+    partial = open_partial(
+        output,
+        run_request(dataset, demos, options, exclude_next_obs, compression, compression_level),
+        resume=resume,
+        overwrite=overwrite,
+        image_compression=compression,
+        compression_level=compression_level,
     )
-    with (
-        open_dataset(dataset) as df,
-        DatasetWriter(
-            output,
-            mode="w",
-            overwrite=overwrite,
-            atomic=True,
-            image_compression=compression,
-            compression_level=compression_level,
-        ) as writer,
-    ):
+    already = set(partial.done)
+    todo = [d for d in demos if d not in already]
+    workers = max(min(int(workers), len(todo)), 1)
+    start = time.perf_counter()
+    report = ExtractReport(output, 0, 0, 0.0, workers, resumed_demos=len(partial.done))
+    if ray is not None and todo:
+        from demoset.sim.ray_backend import results_on_ray
+
+        results = results_on_ray(dataset, todo, options, ray, local_cpus=ray_cpus, report=report)
+    elif not todo:
+        results = iter(())
+    elif workers == 1:
+        results = _results_in_process(dataset, todo, options)
+    else:
+        results = _results_in_pool(dataset, todo, options, workers)
+    failed: list[tuple[str, str]] = []
+    done_frames = sum(lengths[d] for d in partial.done)
+    with partial.removed_if_empty(), open_dataset(dataset) as df, partial.writer as writer:
         try:
             for demo, (status, result) in results:
                 if status != "ok":
-                    raise SimulationError(f"extraction failed: {result}", dataset, f"/data/{demo}")
-                _write_demo(writer, df, result, exclude_next_obs)
-                if report.demos == 0:
+                    failed.append((demo, result))  # the Ray backend goes on with the others
+                    continue
+                if report.demos == 0:  # before the demo: a committed demo implies env_args
                     writer.set_env_meta(result.env_meta)
+                _write_demo(writer, df, result, exclude_next_obs)
                 report.demos += 1
                 report.frames += lengths[demo]
                 report.black_frames.extend(
                     (demo, key, idx) for key, idx in result.black_frames.items()
                 )
+                if demo_progress is not None:
+                    demo_progress(len(partial.done) + report.demos, len(demos))
                 if progress is not None:
-                    progress(report.frames, total_frames)
+                    progress(done_frames + report.frames, total_frames)
         finally:
-            results.close()
-        missing = [d for d in demos if d not in writer.demos]
+            if hasattr(results, "close"):
+                results.close()
+        if failed:
+            raise _failure(dataset, failed, len(partial.done) + report.demos)
+        missing = [d for d in todo if d not in writer.demos]
         if missing:  # pragma: no cover - the loop above raises before this can happen
             raise SimulationError(f"demos missing from the output: {', '.join(missing)}", output)
         for key, members in filter_keys.items():
             kept = [d for d in members if d in lengths]
             if kept or not members:
                 writer.set_filter_key(key, kept)
+    partial.finish(overwrite=overwrite)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _failure(dataset: str, failed: list[tuple[str, str]], kept: int) -> SimulationError:
+    """One line naming the failed demos; what completed is kept for --resume."""
+    hint = (
+        f"the {kept} demos completed are kept: fix the cause and rerun with --resume"
+        if kept
+        else "no demo was completed"
+    )
+    if len(failed) == 1:
+        demo, reason = failed[0]
+        return SimulationError(f"extraction failed: {reason}; {hint}", dataset, f"/data/{demo}")
+    listed = "; ".join(f"{demo}: {reason}" for demo, reason in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    return SimulationError(
+        f"extraction failed for {len(failed)} demos ({listed}{more}); {hint}", dataset
+    )
 
 
 def _write_demo(writer: DatasetWriter, df, result: DemoResult, exclude_next_obs: bool) -> None:
