@@ -71,14 +71,14 @@ def render_floor(dataset: str, cameras: list[str], size: int, steps: int = 20) -
     """Seconds per observation (all cameras) after a reset to a stored state, in-process."""
     from demoset.format import constants as C
     from demoset.format import open_dataset
-    from demoset.sim.extract import ExtractOptions, _make_env, source_env_meta
+    from demoset.sim.extract_demo import ExtractOptions, make_extraction_env, source_env_meta
 
     options = ExtractOptions(camera_names=tuple(cameras), camera_height=size, camera_width=size)
     with open_dataset(dataset) as df:
         demo = df.demos[0]
         states = df.read(demo, C.STATES)
         model = df.demo_attrs(demo).get(C.ATTR_MODEL_FILE)
-        env = _make_env(source_env_meta(df), options)
+        env = make_extraction_env(source_env_meta(df), options)
     try:
         env.reset_to({"model": model, "states": states[0]})
         picked = [states[i % len(states)] for i in range(steps)]

@@ -11,7 +11,7 @@ from demoset.errors import ConversionError, SimulationError
 
 
 def test_done_flags_follow_robomimic_done_modes():
-    from demoset.sim.extract import done_flags
+    from demoset.sim.extract_demo import done_flags
 
     success = np.array([False, True, False, True, True])
     assert done_flags(success, 0).tolist() == [0, 1, 0, 1, 1]
@@ -21,7 +21,7 @@ def test_done_flags_follow_robomimic_done_modes():
 
 
 def test_black_frames_are_found():
-    from demoset.sim.extract import black_frame_indices
+    from demoset.sim.extract_demo import black_frame_indices
 
     frames = np.full((5, 4, 4, 3), 7, np.uint8)
     frames[1] = 0

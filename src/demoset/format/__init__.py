@@ -33,7 +33,12 @@ from demoset.format.h5io import (
     read_array,
 )
 from demoset.format.isolation import beat, run_isolated, waiting
-from demoset.format.journal import GuardedFile, edit_in_place
+from demoset.format.journal import (
+    GuardedFile,
+    edit_in_place,
+    journal_candidates,
+    recover_if_abandoned,
+)
 from demoset.format.locking import reader_gate
 from demoset.format.stored_stats import (
     STATS_GROUP,
@@ -71,6 +76,8 @@ __all__ = [
     "demo_sort_key",
     "derive_next_obs",
     "edit_in_place",
+    "journal_candidates",
+    "recover_if_abandoned",
     "env_meta_from_dict",
     "env_meta_from_raw_attrs",
     "group_stats",

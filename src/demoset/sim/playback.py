@@ -121,7 +121,7 @@ def replay_dataset(
 ) -> list[ReplayResult]:
     """Open-loop replay of every (or the given) demo of a dataset; one result per demo."""
     from demoset.format import open_dataset
-    from demoset.sim.extract import source_env_meta
+    from demoset.sim.extract_demo import source_env_meta
     from demoset.sim.factory import make_env
 
     with open_dataset(path) as df:

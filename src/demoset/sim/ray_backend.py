@@ -37,7 +37,12 @@ import numpy as np
 from demoset.errors import DemosetError, SimulationError
 from demoset.format import constants as C
 from demoset.format import env_meta_from_dict, open_dataset
-from demoset.sim.extract import ExtractOptions, _make_env, extract_one, source_env_meta
+from demoset.sim.extract_demo import (
+    ExtractOptions,
+    extract_one,
+    make_extraction_env,
+    source_env_meta,
+)
 
 INSTALL_HINT = "pip install 'demoset[ray]'"
 CONNECT_TIMEOUT = float(os.environ.get("DEMOSET_RAY_CONNECT_TIMEOUT", "5"))
@@ -225,7 +230,7 @@ def extract_task(env_meta: dict, options: dict, payload: DemoPayload) -> tuple[s
             with contextlib.suppress(Exception):
                 old.close()
         try:
-            env = _make_env(env_meta_from_dict(env_meta), opts)
+            env = make_extraction_env(env_meta_from_dict(env_meta), opts)
         except DemosetError as exc:
             return "init_error", exc.message
         except Exception as exc:  # noqa: BLE001 - reported once for the whole run

@@ -28,9 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from demoset.errors import DemosetError, WriteError
-from demoset.format import DatasetWriter, open_dataset
+from demoset.format import (
+    DatasetWriter,
+    journal_candidates,
+    open_dataset,
+    recover_if_abandoned,
+)
 from demoset.format import constants as C
-from demoset.format.journal import journal_candidates, recover_if_abandoned
 from demoset.fsutil import atomic_output
 
 PARTIAL_SUFFIX = ".partial"

@@ -266,7 +266,7 @@ def write_video(
             raise LayoutError("no demos to show", dataset, "/data")
         env = None
         if source != "obs":
-            from demoset.sim.extract import source_env_meta
+            from demoset.sim.extract_demo import source_env_meta
             from demoset.sim.factory import make_env
 
             env = make_env(source_env_meta(df), render_offscreen=True)
