@@ -28,6 +28,7 @@ from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_cop
 from demoset.loader.file_pair import FilePair
 from demoset.loader.index import WindowIndex, Windows
 from demoset.loader.pack import RamPack, packable
+from demoset.loader.robomimic_compat import RobomimicAttributes, accepts_robomimic_names
 from demoset.loader.shifted import ShiftedPair
 from demoset.loader.store import (
     DemoReader,
@@ -71,7 +72,7 @@ def _nbytes(batch: dict, key: str) -> int:
     return int(getattr(value.get(name) if isinstance(value, dict) else None, "nbytes", 0))
 
 
-class SequenceDataset(torch.utils.data.Dataset):
+class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
     """Fixed-length windows of a robomimic-layout dataset, robomimic's semantics, at memory speed.
 
     Arguments mean what robomimic's mean (robomimic's names in brackets):
@@ -114,6 +115,9 @@ class SequenceDataset(torch.utils.data.Dataset):
       in-place change to one shows in the other. False gives them separate memory (the
       same values).
 
+    robomimic's keyword names (hdf5_path, hdf5_cache_mode, ...) and attributes (hdf5_path,
+    n_frame_stack, hdf5_file, get_dataset_sampler, ...) work too: see `robomimic_compat.py`.
+
     Samples (`ds[i]`) are dicts of numpy arrays like robomimic's: each dataset key
     [T, ...], "pad_mask" [T, 1] (get_pad_mask), "obs" / "next_obs" {key: [T, ...]} (with
     "pad_mask" too), "goal_obs" {key: [...]}, "actions" and "index" (the sample index),
@@ -122,6 +126,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     `get_batch(indices)` for the collated numpy dict.
     """
 
+    @accepts_robomimic_names  # robomimic's keyword names too (robomimic_compat.py)
     @guarded_method  # h5py errors on a damaged file become one LayoutError
     def __init__(
         self,
