@@ -185,7 +185,7 @@ def run_train_script(argv: Sequence[str], use_demoset: bool = True) -> None:
     `use_demoset` (robomimic's own loader otherwise). train.py prints a failure and returns
     normally; here a failed run raises: the DemosetError itself when demoset raised one,
     else RobomimicRunError. sys.argv, sys.stdout and sys.stderr (train.py redirects them
-    to its log) are restored afterwards. Bad flags exit through argparse (SystemExit 2).
+    to its log) and torch's thread count (train.py sets 2) are restored afterwards. Bad flags exit through argparse (SystemExit 2).
     """
     try:
         script = importlib.import_module("robomimic.scripts.train")
@@ -212,7 +212,10 @@ def run_train_script(argv: Sequence[str], use_demoset: bool = True) -> None:
             failures.append(exc)
             raise
 
+    import torch
+
     saved = sys.argv, sys.stdout, sys.stderr
+    threads = torch.get_num_threads()  # train.py sets 2 for the whole process
     script.train = recording_train
     sys.argv = [source_path, *argv]
     try:
@@ -220,6 +223,7 @@ def run_train_script(argv: Sequence[str], use_demoset: bool = True) -> None:
             exec(block, script.__dict__)  # noqa: S102 - robomimic's own code, from its installed file
     finally:
         script.train = train
+        torch.set_num_threads(threads)
         logger = sys.stdout
         sys.argv, sys.stdout, sys.stderr = saved
         if logger is not saved[1] and hasattr(getattr(logger, "log_file", None), "close"):
