@@ -177,15 +177,23 @@ def _is_main_guard(node: ast.stmt) -> bool:
     )
 
 
-def run_train_script(argv: Sequence[str], use_demoset: bool = True) -> None:
+def run_train_script(
+    argv: Sequence[str], use_demoset: bool = True, fast_collate: bool = True
+) -> None:
     """Run robomimic's installed `scripts/train.py` with command-line arguments `argv`.
+
+    With `fast_collate` (and demoset's loader), the DataLoaders train.py builds get
+    `collate_fn=demoset.loader.collate` (train.py passes none): the same batches, made into
+    tensors without torch's per-sample stacking. False leaves train.py's DataLoader exactly
+    as it is written (torch's default collate).
 
     The script's own argument parser and `main()` run (its `if __name__ == "__main__"`
     block, in the imported module), with demoset's loader installed for the run when
     `use_demoset` (robomimic's own loader otherwise). train.py prints a failure and returns
     normally; here a failed run raises: the DemosetError itself when demoset raised one,
     else RobomimicRunError. sys.argv, sys.stdout and sys.stderr (train.py redirects them
-    to its log) and torch's thread count (train.py sets 2) are restored afterwards. Bad flags exit through argparse (SystemExit 2).
+    to its log) and torch's thread count (train.py sets 2) are restored afterwards.
+    Bad flags exit through argparse (SystemExit 2).
     """
     try:
         script = importlib.import_module("robomimic.scripts.train")
@@ -214,15 +222,28 @@ def run_train_script(argv: Sequence[str], use_demoset: bool = True) -> None:
 
     import torch
 
+    from demoset.loader import MetaDataset, SequenceDataset, collate
+
+    data_loader = script.DataLoader
+
+    def data_loader_with_collate(*args, **kwargs):
+        dataset = kwargs.get("dataset", args[0] if args else None)
+        if isinstance(dataset, (SequenceDataset, MetaDataset)):
+            kwargs.setdefault("collate_fn", collate)
+        return data_loader(*args, **kwargs)
+
     saved = sys.argv, sys.stdout, sys.stderr
     threads = torch.get_num_threads()  # train.py sets 2 for the whole process
     script.train = recording_train
+    if use_demoset and fast_collate:
+        script.DataLoader = data_loader_with_collate
     sys.argv = [source_path, *argv]
     try:
         with installed(use_demoset):
             exec(block, script.__dict__)  # noqa: S102 - robomimic's own code, from its installed file
     finally:
         script.train = train
+        script.DataLoader = data_loader
         torch.set_num_threads(threads)
         logger = sys.stdout
         sys.argv, sys.stdout, sys.stderr = saved

@@ -143,6 +143,11 @@ def test_cli_runs_robomimic_train_py_on_demoset_low_dim(files, tmp_path):
     assert any(not torch.equal(first[k], ours[k]) for k in ours)  # it did train
     assert not DR.is_installed()  # the run's install() was undone
 
+    # train.py's DataLoader exactly as written (torch's default collate): the same run
+    plain = write_config(tmp_path, config("plain", files["low"], tmp_path / "c"))
+    assert main(["robomimic-train", "--config", plain, "--default-collate"]) == 0
+    assert_same_weights(weights(tmp_path / "c", "plain", 2), ref)
+
 
 def test_library_runs_train_py_on_demoset_images(files, tmp_path):
     cfg = write_config(tmp_path, config("ours", files["img"], tmp_path / "a", images=True))

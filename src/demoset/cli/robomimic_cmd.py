@@ -4,7 +4,8 @@
 
 Every flag after the subcommand that is not this command's own goes to robomimic's
 train.py unchanged (`--name`, `--algo`, `--debug`, `--resume` in later releases), and
-robomimic's parser checks them. The work is `demoset.robomimic.run_train_script`.
+robomimic's parser checks them. train.py's DataLoader gets demoset's collate_fn unless
+`--default-collate`. The work is `demoset.robomimic.run_train_script`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--robomimic-loader",
         action="store_true",
         help="use robomimic's own SequenceDataset instead (to compare)",
+    )
+    p.add_argument(
+        "--default-collate",
+        action="store_true",
+        help="leave train.py's DataLoader on torch's default collate (demoset's collate otherwise)",
     )
     parse_known = p.parse_known_args
 
@@ -69,5 +75,7 @@ def run(args: argparse.Namespace) -> int:
             "stand-in that fails if a network needs it (ResNet18Conv, R3M, MVP, ColorRandomizer)",
             file=sys.stderr,
         )
-    robomimic.run_train_script(argv, use_demoset=not args.robomimic_loader)
+    robomimic.run_train_script(
+        argv, use_demoset=not args.robomimic_loader, fast_collate=not args.default_collate
+    )
     return 0
