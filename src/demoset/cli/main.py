@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "demoset.cli.viz_cmd",
     "demoset.cli.reliability_cmd",
     "demoset.cli.train_cmd",
+    "demoset.cli.robomimic_cmd",
     "demoset.cli.download_cmd",
     "demoset.cli.export_cmd",
 ]

@@ -26,6 +26,7 @@ from demoset.loader.batch import SampleBatch, register_default_collate, sample_o
 from demoset.loader.index import WindowIndex
 from demoset.loader.layout import ArrayLayout, bytes_per_frame, is_image_like, plan_layout
 from demoset.loader.reader import DemoReader, resolve_arrays
+from demoset.loader.robomimic_compat import RobomimicAttributes, accepts_robomimic_names
 from demoset.memory import ensure_fits, format_bytes
 
 register_default_collate()  # torch's default collate takes the SampleBatch fast path
@@ -46,7 +47,7 @@ def to_chw_float(x: np.ndarray, plan: BatchPlan) -> np.ndarray:
     return out
 
 
-class SequenceDataset(torch.utils.data.Dataset):
+class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
     """Fixed-length windows of a robomimic-layout dataset, robomimic's semantics, at memory speed.
 
     Arguments mean what robomimic's mean (robomimic's names in brackets):
@@ -84,6 +85,9 @@ class SequenceDataset(torch.utils.data.Dataset):
       in-place change to one shows in the other. False gives them separate memory (the
       same values).
 
+    robomimic's keyword names (hdf5_path, hdf5_cache_mode, ...) and attributes (hdf5_path,
+    n_frame_stack, hdf5_file, get_dataset_sampler, ...) work too: see `robomimic_compat.py`.
+
     Samples (`ds[i]`) are dicts of numpy arrays like robomimic's: each dataset key
     [T, ...], "pad_mask" [T, 1] (get_pad_mask), "obs" / "next_obs" {key: [T, ...]} (with
     "pad_mask" too), "goal_obs" {key: [...]}, "actions" and "index" (the sample index),
@@ -92,6 +96,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     `get_batch(indices)` for the collated numpy dict.
     """
 
+    @accepts_robomimic_names  # robomimic's keyword names too (robomimic_compat.py)
     @guarded_method  # h5py errors on a damaged file become one LayoutError
     def __init__(
         self,
