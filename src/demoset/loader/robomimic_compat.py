@@ -186,7 +186,7 @@ class RobomimicAttributes:
         """
         handle = self.__dict__.get("_robomimic_h5")
         if handle is None or not handle.id.valid:
-            from demoset.format.h5io import open_h5
+            from demoset.format import open_h5
 
             handle = open_h5(self.path, "r", swmr=self.swmr)
             self.__dict__["_robomimic_h5"] = handle
