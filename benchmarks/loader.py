@@ -50,7 +50,8 @@ image cases, with 1 and 2 threads, from RAM beside cache "all" and from the page
 beside "low_dim": what any loader handing out batches in fresh memory could reach.
 
 Run: `.venv/bin/python benchmarks/loader.py` (about 4-6 minutes; `--quick` for less,
-`--only images` for the cases whose name has that text).
+`--only images` for the cases whose name has that text; `--train` adds the rows of
+robomimic's own train.py with each loader, from benchmarks/robomimic_train.py).
 """
 
 from __future__ import annotations
@@ -533,6 +534,12 @@ def main() -> int:
         help="processes per loader for the 'alone' speeds, the loaders taking turns (default 2)",
     )
     parser.add_argument(
+        "--train",
+        action="store_true",
+        help="also run benchmarks/robomimic_train.py: robomimic's train.py epoch time and data "
+        "wait with its own loader and with demoset's (low-dim and images; a few minutes more)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -810,6 +817,10 @@ def main() -> int:
         f"demoset: images all {part(ram, 'demoset', 'copy 2t')} of the 2-thread RAM ceiling, "
         f"images low_dim {part(page, 'demoset', 'copy 2t')} of the 2-thread page-cache ceiling."
     )
+    if args.train:  # the rows of robomimic's own train.py, in a process of their own
+        print("\nrobomimic's train.py with its own loader and with demoset's:", flush=True)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "robomimic_train.py")
+        subprocess.run([sys.executable, script] + (["--quick"] if args.quick else []), check=True)
     return 0
 
 
