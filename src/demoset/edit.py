@@ -97,7 +97,15 @@ def _write_error(exc: BaseException, out: str) -> WriteError:
     return WriteError(f"write failed ({first}); nothing was written under this name", out)
 
 
-def _copy_demo(src: h5py.File, src_demo: str, dst_data: h5py.Group, dst_demo: str) -> int:
+def _copy_demo(
+    src: h5py.File, src_demo: str, dst_data: h5py.Group, dst_demo: str, compression=None
+) -> int:
+    if compression is not None:  # image arrays re-encoded (see demoset.compress)
+        from demoset.compress import copy_demo
+        from demoset.format.compression import parse_compression
+
+        grp = src[f"{C.DATA_GROUP}/{src_demo}"]
+        return copy_demo(grp, dst_data, dst_demo, parse_compression(compression), src.filename)
     src.copy(src[f"{C.DATA_GROUP}/{src_demo}"], dst_data, name=dst_demo)
     grp = dst_data[dst_demo]
     if C.ATTR_NUM_SAMPLES in grp.attrs:
@@ -118,11 +126,13 @@ def subset(
     renumber: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
+    compression=None,
 ) -> list[str]:
     """Copy chosen demos (or a filter key's) into a new file; returns the output's demo names.
 
     Filter keys are carried over, restricted to the copied demos (and renamed with them
-    when `renumber` numbers the output demo_0, demo_1, ...).
+    when `renumber` numbers the output demo_0, demo_1, ...). `compression` (a setting or
+    `CODEC[:LEVEL[:FRAMES]]`) re-encodes image arrays; None copies them as stored.
     """
     path, out = os.fspath(path), os.fspath(out)
     with open_dataset(path) as df:
@@ -146,7 +156,7 @@ def subset(
                 data.attrs[key] = value
             total = 0
             for i, d in enumerate(chosen):
-                total += _copy_demo(df.h5, d, data, names[d])
+                total += _copy_demo(df.h5, d, data, names[d], compression)
                 if progress:
                     progress(i + 1, len(chosen))
             data.attrs[C.ATTR_TOTAL] = total
@@ -169,13 +179,14 @@ def merge(
     overwrite: bool = False,
     allow_env_kwargs_mismatch: bool = False,
     progress: Progress | None = None,
+    compression=None,
 ) -> dict[str, list[str]]:
     """Merge datasets into a new file with demos renumbered demo_0.. in input order.
 
     Environments must agree (env_name and type; env_kwargs too unless allowed). A filter
     key K present in inputs becomes K in the output holding the renamed demos of every
     input's K, and each input's demos are also listed under `from_<file stem>`.
-    Returns {input path: output demo names}.
+    `compression` re-encodes image arrays as in `subset`. Returns {input path: output demo names}.
     """
     paths = [os.fspath(p) for p in paths]
     out = os.fspath(out)
@@ -224,7 +235,7 @@ def merge(
                 for d in f.demos:
                     new = C.demo_name(index)
                     index += 1
-                    total += _copy_demo(f.h5, d, data, new)
+                    total += _copy_demo(f.h5, d, data, new, compression)
                     renamed[d] = new
                     if progress:
                         progress(index, total_demos)

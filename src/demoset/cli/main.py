@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "demoset.cli.inspect_cmd",
     "demoset.cli.masks_cmd",
     "demoset.cli.edit_cmd",
+    "demoset.cli.compress_cmd",
     "demoset.cli.convert_cmd",
     "demoset.cli.sim_cmd",
     "demoset.cli.viz_cmd",

@@ -38,6 +38,7 @@ import numpy as np
 
 from demoset.errors import FileLockedError, LayoutError, UnsafeFileError
 from demoset.format import open_dataset
+from demoset.format.compression import read_failure
 from demoset.format.demofile import DemoFile
 from demoset.format.h5io import check_dataset_safe, check_dataset_size
 from demoset.loader.batch import torch_dtype
@@ -376,10 +377,7 @@ class DemoReader:
             else:
                 out[...] = dset[start:stop].astype(out.dtype, copy=False).reshape(out.shape)
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LayoutError(
-                f"cannot read array ({first})", self.path, f"/data/{demo}/{key}"
-            ) from None
+            raise read_failure(dset, self.path, f"/data/{demo}/{key}", start, stop, exc) from None
 
     def _release_lock(self) -> None:
         if self._locked and self._fd is not None:
