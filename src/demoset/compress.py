@@ -82,6 +82,20 @@ def _datasets(group: h5py.Group, path: str, prefix: str = ""):
             yield key, obj
 
 
+def _recodes(dset: h5py.Dataset, setting: Compression) -> bool:
+    """Whether `dset` is re-encoded: the setting applies to it, or the setting is "none"
+    and it is an image array stored chunked (it is then written contiguous)."""
+    if not dset.shape:
+        return False
+    if setting.applies_to(dset.shape[1:], dset.dtype):
+        return True
+    return (
+        not setting.enabled
+        and dset.chunks is not None
+        and C.is_image_shape(tuple(dset.shape[1:]), dset.dtype)
+    )
+
+
 def _block_frames(dset: h5py.Dataset, chunk_frames: int) -> int:
     frame = max(1, int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize)
     blocks = max(1, BLOCK_BYTES // (frame * max(chunk_frames, 1)))
@@ -154,7 +168,7 @@ def copy_demo(
         entry = (keys if keys is not None else {}).setdefault(key, KeyBytes())
         entry.before += _stored(dset)
         entry.raw += int(np.prod(dset.shape or (0,), dtype=np.int64)) * dset.dtype.itemsize
-        if dset.shape and setting.applies_to(dset.shape[1:], dset.dtype):
+        if _recodes(dset, setting):
             entry.recoded = True
             n = _recode(dset, target, leaf, setting, path, demo, key)
             if frames_done is not None:
@@ -191,7 +205,7 @@ def compress_file(
         total = 0
         for demo in demos:
             for key, dset in _datasets(df.group(demo), path):
-                if dset.shape and setting.applies_to(dset.shape[1:], dset.dtype):
+                if _recodes(dset, setting):
                     plan.append((demo, key))
                     total += int(dset.shape[0])
         done = 0

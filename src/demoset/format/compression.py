@@ -222,7 +222,7 @@ def filter_available(fid: int) -> bool:
 
 def missing_filter(dset: h5py.Dataset) -> str | None:
     """A one-line message when a filter of `dset` cannot be decoded here, else None."""
-    _plugins()  # registers hdf5plugin's filters with HDF5, if installed
+    register_filters()  # hdf5plugin's filters, when it is installed
     for fid in filter_ids(dset):
         if not filter_available(fid):
             name, package = FILTER_NAMES.get(fid, (f"filter {fid}", None))

@@ -796,13 +796,25 @@ class FileArray:
                     read_by_offsets(reader, window(i), run, where(i))
 
         def finish(_) -> None:
-            for b in slow:
+            if slow:  # compressed: each chunk decoded once for the batch (loader/chunks.py)
                 with reader.session():
-                    reader.read_into(self.demos[int(demo[b])], self.key, window(b), int(begin[b]))
+                    self._chunk_windows().read(
+                        [self.demos[int(demo[b])] for b in slow],
+                        [int(begin[b]) for b in slow],
+                        [window(b) for b in slow],
+                    )
             if then is not None:
                 then()
 
         split_rows(len(fast), sum(sizes[i] for i in fast), read_part, finish)
+
+    def _chunk_windows(self):
+        from demoset.loader.chunks import ChunkWindows
+
+        chunks = self.__dict__.get("_chunks")
+        if chunks is None or chunks.reader is not self.reader:
+            chunks = self._chunks = ChunkWindows(self.reader, self.key)
+        return chunks
 
     def gather_windows(self, win: Windows) -> np.ndarray:
         out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
