@@ -19,11 +19,11 @@ import h5py
 import numpy as np
 
 from demoset.edit import _AtomicOutput
-from demoset.errors import DemosetError
+from demoset.errors import DemosetError, LayoutError
 from demoset.format import constants as C
 from demoset.format.compression import Compression, parse_compression, read_failure
 from demoset.format.demofile import open_dataset
-from demoset.format.h5io import check_link_safe
+from demoset.format.h5io import check_dataset_safe, check_link_safe, describe_error, h5_errors
 
 Progress = Callable[[int, int], None]
 BLOCK_BYTES = 64 << 20
@@ -70,15 +70,27 @@ def _stored(dset: h5py.Dataset) -> int:
         return 0
 
 
-def _datasets(group: h5py.Group, path: str, prefix: str = ""):
-    """(key, dataset) of every array under a demo group, links out of the file refused."""
+def _datasets(group: h5py.Group, path: str, prefix: str = "", seen: set | None = None):
+    """(key, dataset) of every array under a demo group; links out of the file refused,
+    each object visited once (a soft link back up the tree is not a loop)."""
+    seen = set() if seen is None else seen
     for name in group:
         check_link_safe(group, name, path)
-        obj = group[name]
+        try:
+            obj = group[name]
+        except (KeyError, OSError, ValueError, RuntimeError) as exc:
+            raise LayoutError(
+                f"cannot open ({describe_error(exc)})", path, f"{group.name}/{name}"
+            ) from None
+        address = h5py.h5o.get_info(obj.id).addr
+        if address in seen:
+            continue
+        seen.add(address)
         key = f"{prefix}{name}"
         if isinstance(obj, h5py.Group):
-            yield from _datasets(obj, path, key + "/")
+            yield from _datasets(obj, path, key + "/", seen)
         elif isinstance(obj, h5py.Dataset):
+            check_dataset_safe(obj, path)
             yield key, obj
 
 
@@ -184,7 +196,7 @@ def copy_demo(
 def compress_file(
     path: str | os.PathLike,
     out: str | os.PathLike,
-    compression: str | Compression | None = "blosc2",
+    compression: str | Compression | None = "zstd",
     overwrite: bool = False,
     verify: bool = False,
     progress: Progress | None = None,
@@ -198,7 +210,7 @@ def compress_file(
     path, out = os.fspath(path), os.fspath(out)
     report = CompressReport(out, str(setting))
     start = time.perf_counter()
-    with open_dataset(path) as df:
+    with open_dataset(path) as df, h5_errors(path):
         h5 = df.h5
         demos = df.demos
         plan: list[tuple[str, str]] = []  # (demo, key) re-encoded

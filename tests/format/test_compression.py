@@ -116,7 +116,7 @@ def test_compress_cli_summary_info_and_refusals(tmp_path, capsys):
     assert "obs/agentview_image" in text and "every frame verified" in text
     assert main(["info", str(out), "--no-isolation"]) == 0
     info = capsys.readouterr().out
-    assert "obs/agentview_image: zstd, 8 frames/chunk" in info
+    assert "obs/agentview_image: zstd+fletcher32, 8 frames/chunk" in info
     # an existing output is refused (exit 2, one line) and left as it was
     before = out.read_bytes()
     assert main(["compress", src, "--out", str(out)]) == 2
@@ -163,9 +163,10 @@ def damage_chunk(path, h5path: str, index: int) -> None:
             fh.write(b"\xff\x00\xff\x00\xff\x00\xff\x00")
 
 
-def test_damaged_chunk_names_demo_key_and_frames(tmp_path):
+@pytest.mark.parametrize("spec", ["zstd:9:8", "blosc2-zstd:5:8"])
+def test_damaged_chunk_names_demo_key_and_frames(tmp_path, spec):
     path = tmp_path / "d.hdf5"
-    with DatasetWriter(path, env_meta=LIFT_ENV, image_compression="blosc2-zstd:5:8") as w:
+    with DatasetWriter(path, env_meta=LIFT_ENV, image_compression=spec) as w:
         w.add_demo(np.zeros((30, 2)), obs={"agentview_image": video_like(30)})
     damage_chunk(path, "data/demo_0/obs/agentview_image", 1)  # frames 8-15
     with open_dataset(path) as df:
