@@ -35,7 +35,7 @@ import numpy as np
 CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")
 LOW_DIM = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "lift_example.hdf5")
-SETTINGS = ("none", "zstd:9:16", "blosc2-zstd:5:16")
+SETTINGS = ("none", "zstd:9:16", "zstd:9:8", "blosc2-zstd:5:16")
 
 
 def repeat_file(src: str, out: str, copies: int) -> None:
