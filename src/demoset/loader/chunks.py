@@ -45,7 +45,14 @@ class ChunkWindows:
     def _dataset(self, demo: str) -> h5py.Dataset:
         reader = self.reader
         if reader.swmr:
-            return reader.dataset(demo, self.key)
+            # a fresh handle each session: a plain lookup by path. The safety checks of
+            # DemoFile.dataset (links out of the file, declared size; the latter walks the
+            # chunk index) ran when the demo was indexed, and a committed demo never
+            # changes (writers only append), so they are not repeated for every batch.
+            try:
+                return reader.demofile().h5[f"/data/{demo}/{self.key}"]
+            except (KeyError, OSError, ValueError, RuntimeError):
+                return reader.dataset(demo, self.key)  # let it raise its own error
         if self._pid != os.getpid():  # handles of another process are not ours to use
             self._handles = OrderedDict()
             self._pid = os.getpid()
