@@ -70,9 +70,16 @@ def _stored(dset: h5py.Dataset) -> int:
         return 0
 
 
-def _datasets(group: h5py.Group, path: str, prefix: str = "", seen: set | None = None):
+def _datasets(
+    group: h5py.Group,
+    path: str,
+    prefix: str = "",
+    seen: set | None = None,
+    groups: h5py.Group | None = None,
+):
     """(key, dataset) of every array under a demo group; links out of the file refused,
-    each object visited once (a soft link back up the tree is not a loop)."""
+    each object visited once (a soft link back up the tree is not a loop). With `groups`,
+    every sub-group (empty ones too) is made there with its attributes as it is met."""
     seen = set() if seen is None else seen
     for name in group:
         check_link_safe(group, name, path)
@@ -88,7 +95,12 @@ def _datasets(group: h5py.Group, path: str, prefix: str = "", seen: set | None =
         seen.add(address)
         key = f"{prefix}{name}"
         if isinstance(obj, h5py.Group):
-            yield from _datasets(obj, path, key + "/", seen)
+            made = None
+            if groups is not None:
+                made = groups.require_group(name)
+                for k, v in obj.attrs.items():
+                    made.attrs[k] = v
+            yield from _datasets(obj, path, key + "/", seen, made)
         elif isinstance(obj, h5py.Dataset):
             check_dataset_safe(obj, path)
             yield key, obj
@@ -170,13 +182,9 @@ def copy_demo(
     out_grp = data.create_group(name)
     for k, v in grp.attrs.items():
         out_grp.attrs[k] = v
-    for key, dset in _datasets(grp, path):
+    for key, dset in _datasets(grp, path, groups=out_grp):
         parent, _, leaf = key.rpartition("/")
-        target = out_grp
-        if parent:
-            target = out_grp.require_group(parent)
-            for k, v in grp[parent].attrs.items():
-                target.attrs[k] = v
+        target = out_grp.require_group(parent) if parent else out_grp
         entry = (keys if keys is not None else {}).setdefault(key, KeyBytes())
         entry.before += _stored(dset)
         entry.raw += int(np.prod(dset.shape or (0,), dtype=np.int64)) * dset.dtype.itemsize

@@ -84,6 +84,7 @@ def test_compress_keeps_everything_and_verifies(tmp_path):
             n = f["data"][demo]["actions"].shape[0]
             f["data"][demo]["obs/agentview_image"][...] = video_like(n, 16)
             f["data"][demo].attrs["ep_meta"] = '{"lang": "lift"}'
+            f["data"][demo].create_group("extras").attrs["note"] = "kept"  # empty group
     out = tmp_path / "small.hdf5"
     seen = []
     report = compress_file(src, out, "zstd:9:4", verify=True, progress=lambda d, t: seen.append(d))
@@ -101,6 +102,7 @@ def test_compress_keeps_everything_and_verifies(tmp_path):
             for k in a.array_keys(demo):
                 np.testing.assert_array_equal(a.read(demo, k), b.read(demo, k))
         assert b.dataset("demo_0", "obs/agentview_image").chunks[0] == 4
+        assert b.h5["data/demo_1/extras"].attrs["note"] == "kept"
     # and back to uncompressed, contiguous
     plain = tmp_path / "plain.hdf5"
     compress_file(out, plain, "none", verify=True)
