@@ -25,4 +25,10 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e ".[all,dev]"
 # robomimic is the reference the tests compare against; its own pins would replace torch.
 .venv/bin/python -m pip install -q --no-deps "robomimic==0.3.0"
+# robosuite 1.4.1's asset files for the old-robosuite tests (tests/fixtures/oldsuite): fetched
+# once into the user cache here, so the tests themselves never download anything.
+.venv/bin/python -c "from demoset.sim.legacy_assets import fetch_assets; fetch_assets('1.4.1')" \
+    || echo "setup: could not cache robosuite 1.4.1's assets (the old-robosuite tests will try again)" >&2
+# lerobot 0.4.4 in its own venv (it pins an older torch), for the LeRobot converter tests
+bash scripts/lerobot_env.sh || echo "setup: the lerobot venv was not built; tests/convert/test_lerobot_real.py will try again" >&2
 echo "setup: done (.venv)"

@@ -38,6 +38,7 @@ def write_dataset(
     env_meta: dict | None = None,
     image_compression: str | None = None,
     filter_keys: dict | None = None,
+    stats: bool = True,
 ) -> str:
     """Write a small synthetic robomimic-layout dataset and return its path.
 
@@ -47,7 +48,11 @@ def write_dataset(
     rng = np.random.default_rng(seed)
     low_dim = {"robot0_eef_pos": 3, "object": 10} if low_dim is None else low_dim
     with DatasetWriter(
-        path, env_meta=env_meta or LIFT_ENV, image_compression=image_compression, overwrite=True
+        path,
+        env_meta=env_meta or LIFT_ENV,
+        image_compression=image_compression,
+        overwrite=True,
+        stats=stats,
     ) as w:
         for _ in range(n_demos):
             n = int(rng.integers(min_len, max_len + 1))

@@ -16,16 +16,14 @@ import h5py
 import numpy as np
 
 from demoset.errors import DemoNotFoundError, DemosetError, LayoutError, WriteError
+from demoset.format import STATS_GROUP, GuardedFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import open_dataset
-from demoset.format.h5io import is_enospc, same_file
-from demoset.format.journal import GuardedFile
-from demoset.fsutil import temp_path_beside
+from demoset.fsutil import is_enospc, replace_durably, same_file, temp_path_beside
 
 Progress = Callable[[int, int], None]
 
 
-class _AtomicOutput:
+class AtomicOutput:
     """A new HDF5 file written under a temporary name and renamed into place on success."""
 
     def __init__(self, out: str, overwrite: bool, sources: list[str]):
@@ -71,7 +69,7 @@ class _AtomicOutput:
                     self.guard.sync()
                 self.guard.close()
             if exc_type is None:
-                os.replace(self.tmp, self.out)
+                replace_durably(self.tmp, self.out)
                 return False
         except OSError as err:
             if os.path.exists(self.tmp):
@@ -100,13 +98,19 @@ def _write_error(exc: BaseException, out: str) -> WriteError:
 def _copy_demo(
     src: h5py.File, src_demo: str, dst_data: h5py.Group, dst_demo: str, compression=None
 ) -> int:
-    if compression is not None:  # image arrays re-encoded (see demoset.compress)
-        from demoset.compress import copy_demo
-        from demoset.format.compression import parse_compression
+    if compression is not None:  # image arrays re-encoded (see demoset.recode)
+        from demoset.recode import copy_demo
 
         grp = src[f"{C.DATA_GROUP}/{src_demo}"]
-        return copy_demo(grp, dst_data, dst_demo, parse_compression(compression), src.filename)
-    src.copy(src[f"{C.DATA_GROUP}/{src_demo}"], dst_data, name=dst_demo)
+        copy_demo(grp, dst_data, dst_demo, compression, src.filename)
+    else:
+        src.copy(src[f"{C.DATA_GROUP}/{src_demo}"], dst_data, name=dst_demo)
+    stats = f"{STATS_GROUP}/{src_demo}"
+    if stats in src and isinstance(src[stats], h5py.Group):  # statistics travel with the demo
+        dst_root = dst_data.file.require_group(STATS_GROUP)
+        for key, value in src[STATS_GROUP].attrs.items():
+            dst_root.attrs[key] = value
+        src.copy(src[stats], dst_root, name=dst_demo)
     grp = dst_data[dst_demo]
     if C.ATTR_NUM_SAMPLES in grp.attrs:
         return int(grp.attrs[C.ATTR_NUM_SAMPLES])
@@ -150,7 +154,7 @@ def subset(
         masks = {k: df.filter_key_demos(k) for k in df.filter_keys}
         src_attrs = {k: v for k, v in df.h5[C.DATA_GROUP].attrs.items() if k != C.ATTR_TOTAL}
         names = {d: (C.demo_name(i) if renumber else d) for i, d in enumerate(chosen)}
-        with _AtomicOutput(out, overwrite, [path]) as h5:
+        with AtomicOutput(out, overwrite, [path]) as h5:
             data = h5.create_group(C.DATA_GROUP)
             for key, value in src_attrs.items():
                 data.attrs[key] = value
@@ -223,7 +227,7 @@ def merge(
         result: dict[str, list[str]] = {}
         merged_masks: dict[str, list[str]] = {}
         stems: dict[str, int] = {}
-        with _AtomicOutput(out, overwrite, paths) as h5:
+        with AtomicOutput(out, overwrite, paths) as h5:
             data = h5.create_group(C.DATA_GROUP)
             if ref is not None:
                 data.attrs[C.ATTR_ENV_ARGS] = ref.to_json()

@@ -1,11 +1,14 @@
-"""Temporary files beside a target, for outputs that must appear whole or not at all."""
+"""File-system helpers: temporary files beside a target (outputs that appear whole or not
+at all), whether two paths name one file, whether an error means the disk is full."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def _current_umask() -> int:
@@ -38,6 +41,37 @@ def temp_path_beside(target: str | os.PathLike, suffix: str = ".partial") -> str
     return tmp
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the names in the directory holding `path` durable (creations, renames, unlinks).
+
+    fsync of a file makes its bytes durable, not its name: after a power cut a file that
+    was created, renamed or deleted may be back under its old name (or no name) until its
+    directory has been fsynced. Silently skipped where directories cannot be fsynced.
+    """
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # no read access to the directory (or no such thing on this platform)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def replace_durably(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """os.replace, then fsync of the directory: after it returns a power cut keeps `dst`.
+
+    `src` must already be fsynced (its bytes durable), or a power cut may leave `dst`
+    under its name with the old or no content.
+    """
+    os.replace(src, dst)
+    fsync_dir(dst)
+
+
 @contextlib.contextmanager
 def atomic_output(target: str | os.PathLike, suffix: str = ".partial") -> Iterator[str]:
     """Write a file whole or not at all: yield a temporary path beside `target` to write to.
@@ -45,15 +79,40 @@ def atomic_output(target: str | os.PathLike, suffix: str = ".partial") -> Iterat
     When the block ends normally the temporary file is renamed to `target` (replacing any
     file there); when it raises, including KeyboardInterrupt, the temporary file is removed
     and `target` is untouched. `suffix` ends the temporary name (keep the extension when a
-    writer picks its format from it, e.g. ".partial.mp4"). Raises OSError when the
-    directory is missing or not writable; callers turn it into their WriteError.
+    writer picks its format from it, e.g. ".partial.mp4"). The temporary file is fsynced
+    before the rename and the directory after it, so a power cut leaves the old target or
+    the whole new one. Raises OSError when the directory is missing or not writable;
+    callers turn it into their WriteError.
     """
     target = os.fspath(target)
     tmp = temp_path_beside(target, suffix=suffix)
     try:
         yield tmp
-        os.replace(tmp, target)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        replace_durably(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name the same file on disk."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def is_enospc(exc: BaseException) -> bool:
+    """True when an error (OSError, or h5py's text of one) says the disk is full."""
+    text = str(exc)
+    return (
+        getattr(exc, "errno", None) == errno.ENOSPC
+        or "No space left" in text
+        or "errno = 28" in text
+    )

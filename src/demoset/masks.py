@@ -19,9 +19,8 @@ import numpy as np
 
 from demoset.errors import DemoNotFoundError, FilterKeyError, WriteError
 from demoset.format import constants as C
-from demoset.format.demofile import open_dataset
-from demoset.format.h5io import is_enospc
-from demoset.format.journal import edit_in_place
+from demoset.format import edit_in_place, open_dataset
+from demoset.fsutil import is_enospc
 
 _VALID_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 

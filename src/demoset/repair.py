@@ -7,8 +7,9 @@ What is dropped, and why it is safe to drop:
   file (external links, virtual datasets from other files), or that are not groups.
 
 Everything else is copied as HDF5 stores it (chunks, compression and attributes kept);
-`data/total` is recomputed, a missing `num_samples` is filled in from `actions`, and filter
-keys are restricted to the demos kept. The original is opened read-only and never
+`data/total` is recomputed, a missing `num_samples` is filled in from `actions`, filter
+keys are restricted to the demos kept, and the kept demos' statistics (`demoset_stats`)
+are computed again from the copied arrays. The original is opened read-only and never
 changed; the output is written under a hidden temporary name and renamed into place, so
 it is complete under its name or absent.
 """
@@ -23,20 +24,22 @@ import h5py
 import numpy as np
 
 from demoset.errors import DemosetError, LayoutError, WriteError
-from demoset.format import constants as C
-from demoset.format.demofile import _attr_int
-from demoset.format.h5io import (
+from demoset.format import (
+    STATS_GROUP,
+    GuardedFile,
+    attr_int,
+    beat,
     check_dataset_safe,
     check_dataset_size,
     check_link_safe,
-    is_enospc,
+    group_stats,
     open_h5,
     read_array,
-    same_file,
+    waiting,
+    write_demo_stats,
 )
-from demoset.format.isolation import beat, waiting
-from demoset.format.journal import GuardedFile
-from demoset.fsutil import temp_path_beside
+from demoset.format import constants as C
+from demoset.fsutil import is_enospc, replace_durably, same_file, temp_path_beside
 
 Progress = Callable[[int, int], None]
 
@@ -123,7 +126,7 @@ def _check_readable(
 
 def _demo_length(group: h5py.Group) -> tuple[int | None, int | None]:
     """(num_samples attribute or None, length of actions or None)."""
-    num = _attr_int(group.attrs[C.ATTR_NUM_SAMPLES]) if C.ATTR_NUM_SAMPLES in group.attrs else None
+    num = attr_int(group.attrs[C.ATTR_NUM_SAMPLES]) if C.ATTR_NUM_SAMPLES in group.attrs else None
     actions = group.get(C.ACTIONS)
     n_actions = (
         int(actions.shape[0])
@@ -206,7 +209,7 @@ def _repair_into(
                 report.dropped.append(
                     (f"/{C.STAGING_GROUP}/{demo}", "incomplete: a writer was interrupted")
                 )
-        elif name not in (C.DATA_GROUP, C.MASK_GROUP):
+        elif name not in (C.DATA_GROUP, C.MASK_GROUP, STATS_GROUP):
             report.dropped.append((f"/{name}", "not part of the robomimic layout"))
 
     try:
@@ -226,11 +229,13 @@ def _repair_into(
                 if progress:
                     progress(i + 1, len(demos))
             dst_data.attrs[C.ATTR_TOTAL] = report.total
+            for demo in report.kept:  # rebuilt from the copied arrays, not trusted from the source
+                write_demo_stats(dst, demo, group_stats(dst_data[demo]))
             if C.MASK_GROUP in top:
                 _copy_masks(src, dst, path, set(report.kept), report, skip)
         with waiting(None, "saving the output"):  # an fsync is slow on a busy disk, not stuck
             guard.sync()
-            os.replace(tmp, out)
+            replace_durably(tmp, out)
     except OSError as raised:
         exc = guard.error if guard is not None and guard.error is not None else raised
         if is_enospc(exc):
@@ -390,7 +395,7 @@ def repair_isolated(
     when HDF5 hangs outside any part repair can leave out.
     """
     from demoset.errors import UnsafeFileError
-    from demoset.format.isolation import run_isolated
+    from demoset.format import run_isolated
 
     path, out = os.fspath(path), os.fspath(out)
     left_out: list[str] = []

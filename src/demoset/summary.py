@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from demoset.format import DemoFile, open_dataset
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile, open_dataset
 
 
 def _structure(df: DemoFile, demo: str) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def _structure(df: DemoFile, demo: str) -> dict[str, Any]:
 def _image_storage(df: DemoFile, demos: list[str]) -> dict[str, Any]:
     """Per image-shaped key: filters, frames per chunk (of the first demo) and the ratio of
     raw to stored bytes over `demos` (HDF5 metadata only; no frame is read)."""
-    from demoset.format.compression import storage_of
+    from demoset.format import storage_of
 
     out: dict[str, Any] = {}
     if not demos:

@@ -295,7 +295,7 @@ def test_hdf5_file_locking_errors_are_explained(make_dataset, capsys):
 
 def test_reader_waits_for_a_commit_instead_of_failing(tmp_path):
     """A reader arriving while a commit copies its journal waits (the gate), then reads."""
-    from demoset.format.journal import Turnstile
+    from demoset.format.locking import Turnstile
 
     path = str(tmp_path / "d.hdf5")
     with DatasetWriter(path, env_meta=ENV) as w:

@@ -19,13 +19,13 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-import demoset.loader.store
+import demoset.loader.alloc
 import demoset.memory
 from demoset.errors import ConfigError, InsufficientMemoryError, LayoutError
 from demoset.format import DatasetWriter
 from demoset.loader import MetaDataset, SequenceDataset, WindowIndex, collate, stats
+from demoset.loader.arrays import FileArray, RamArray, fill_padding
 from demoset.loader.batch import SampleBatch
-from demoset.loader.store import FileArray, RamArray, fill_padding, shared_outputs
 
 from tests.helpers import LIFT_ENV, write_dataset
 
@@ -244,7 +244,7 @@ def test_every_storage_layout_reads_the_same_from_file_and_ram(tmp_path):
     for k in keys:
         np.testing.assert_array_equal(batch["obs"][k], ref[k][flat])
     # uncompressed arrays are read by byte offset, compressed ones through h5py
-    by_offset = {k: bool((disk._arrays[f"obs/{k}"].offsets >= 0).all()) for k in keys}
+    by_offset = {k: bool((disk._layout.arrays[f"obs/{k}"].offsets >= 0).all()) for k in keys}
     assert by_offset == {
         "contig_image": True,
         "chunk4_image": True,
@@ -256,9 +256,11 @@ def test_every_storage_layout_reads_the_same_from_file_and_ram(tmp_path):
     }
     # low_dim mode keeps (H, W, C) arrays (images and depth) in the file, the rest in RAM
     low = SequenceDataset(path, keys, cache_mode="low_dim", **common)
-    kinds = {k: type(low._arrays[f"obs/{k}"]) for k in keys}
+    kinds = {k: type(low._layout.arrays[f"obs/{k}"]) for k in keys}
     assert kinds["depth"] is FileArray and kinds["gzip_image"] is FileArray
-    assert low._arrays["obs/bigendian"].cached and low._arrays["obs/chunked_low"].cached
+    assert (
+        low._layout.arrays["obs/bigendian"].cached and low._layout.arrays["obs/chunked_low"].cached
+    )
     assert_tree_equal(low.get_batch(ids), ram.get_batch(ids))
 
 
@@ -305,7 +307,7 @@ def _numpy(tree):
 
 # ---------------------------------------------------------------------------- stats cache
 def test_stats_are_cached_beside_the_file_and_recomputed_when_it_changes(tmp_path, monkeypatch):
-    path = write_dataset(tmp_path / "s.hdf5", n_demos=4)
+    path = write_dataset(tmp_path / "s.hdf5", n_demos=4, stats=False)  # none stored in the file
     calls = []
     real = stats.compute_moments
 
@@ -388,7 +390,7 @@ def test_cached_bytes_are_the_selected_arrays(image_file):
     # each camera's obs and next_obs are held once: a demo's frames and its final next obs
     images = 2 * (frames + demos) * 16 * 16 * 3
     assert ds.cached_bytes == frames * low_dim + images
-    assert all(a._owner.is_shared() for a in ds._arrays.values() if isinstance(a, RamArray))
+    assert all(a._owner.is_shared() for a in ds._layout.arrays.values() if isinstance(a, RamArray))
 
 
 # ---------------------------------------------------------------------------- MetaDataset
@@ -501,8 +503,7 @@ def test_worker_batches_are_built_in_shared_memory(image_file):
     ds = SequenceDataset(image_file, OBS_KEYS, seq_length=10, cache_mode="all")
     ids = np.arange(20)
     registry: dict = {}
-    with shared_outputs(registry):
-        data = ds.get_batch(ids)
+    data = ds._get_batch(ids, registry)
     batch = collate(SampleBatch(data, len(ids), registry))
     assert batch["obs"]["agentview_image"].is_shared()  # 20 x 10 x 16 x 16 x 3 bytes
     assert not batch["obs"]["object"].is_shared()  # small arrays are not worth it
@@ -602,7 +603,7 @@ def test_obs_and_next_obs_images_are_held_once_while_next_obs_is_obs_one_step_on
     disk = SequenceDataset(path, PAIR_KEYS, cache_mode=None, **PAIR_WINDOWS)
     ids = np.arange(len(ram))
     assert_tree_equal(ram.get_batch(ids), disk.get_batch(ids))
-    [(pair, _, _)] = ram._pairs
+    [(pair, _, _)] = ram._layout.pairs
     assert pair.split is None
     frames = int(sum(ram.demo_lengths.values()))
     assert pair.nbytes == (frames + ram.num_demos) * 16 * 16 * 3  # not 2 * frames
@@ -614,10 +615,9 @@ def test_obs_and_next_obs_images_are_held_once_while_next_obs_is_obs_one_step_on
     assert np.shares_memory(obs, nxt)
     assert_tree_equal(batch, disk.get_batch(clean))
     # in a DataLoader worker the block is built in shared memory and both go by handle
-    monkeypatch.setattr(demoset.loader.store, "SHARED_OUTPUT_MIN_BYTES", 1)
+    monkeypatch.setattr(demoset.loader.alloc, "SHARED_OUTPUT_MIN_BYTES", 1)
     registry: dict = {}
-    with shared_outputs(registry):
-        data = ram.get_batch(clean)
+    data = ram._get_batch(clean, registry)
     tensors = collate(SampleBatch(data, len(clean), registry))
     assert tensors["obs"]["agentview_image"].is_shared()
     assert tensors["next_obs"]["agentview_image"].is_shared()
@@ -641,7 +641,7 @@ def test_a_demo_that_breaks_the_rule_gets_separate_arrays(tmp_path, breaking):
     disk = SequenceDataset(path, PAIR_KEYS, cache_mode=None, **PAIR_WINDOWS)
     ids = np.arange(len(ram))
     assert_tree_equal(ram.get_batch(ids), disk.get_batch(ids))
-    [(pair, _, _)] = ram._pairs
+    [(pair, _, _)] = ram._layout.pairs
     frames = int(sum(ram.demo_lengths.values()))
     assert pair.split is not None and pair.nbytes == 2 * frames * 16 * 16 * 3
 
@@ -652,7 +652,7 @@ def test_refresh_with_a_demo_that_breaks_the_rule(tmp_path):
     path = tmp_path / "live.hdf5"
     writer = write_pair_file(path, [True] * 3, swmr=True, close=False)
     ds = SequenceDataset(path, PAIR_KEYS, cache_mode="all", swmr=True, **PAIR_WINDOWS)
-    [(pair, _, _)] = ds._pairs
+    [(pair, _, _)] = ds._layout.pairs
     assert pair.split is None
     rng = np.random.default_rng(7)
     writer.add_demo(**pair_demo(rng, 9, True))
@@ -681,7 +681,7 @@ def test_file_reads_of_obs_and_next_obs_match_the_file(tmp_path, cache_mode, bre
     write_pair_file(path, rules)
     ds = SequenceDataset(path, PAIR_KEYS, cache_mode=cache_mode, seq_length=4)
     key = "agentview_image"
-    [(pair, _, _)] = [p for p in ds._pairs if p[1] == f"obs/{key}"]
+    [(pair, _, _)] = [p for p in ds._layout.pairs if p[1] == f"obs/{key}"]
     obs_ref = read_all(path, ds.demos, f"obs/{key}")
     next_ref = read_all(path, ds.demos, f"next_obs/{key}")
     ids = np.arange(len(ds))

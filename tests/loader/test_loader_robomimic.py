@@ -2,7 +2,8 @@
 
 robomimic's SequenceDataset is the reference: for every window configuration (frame_stack
 1..3, seq_length 1 and 10, both pad flags) and every cache mode, every index of the dataset
-must give equal arrays, pad masks, goals and next observations. robomimic's output does not
+must give equal arrays, pad masks, goals and next observations, both from the dataset
+itself and through a DataLoader with torch's default collate (robomimic's train.py way). robomimic's output does not
 depend on its cache mode except for the dtype of dataset keys (float32 when cached, as
 stored otherwise), so its "low_dim" output is the reference for all three of demoset's
 modes, and its "all" and None modes are compared once each.
@@ -120,6 +121,50 @@ def all_samples(ds: SequenceDataset) -> dict:
     return batch
 
 
+def through_default_collate(ds: SequenceDataset, batch_size: int = 7) -> dict:
+    """Every sample of `ds` through a shuffled DataLoader with torch's default collate (no
+    collate_fn, as robomimic's train.py builds it), put back in index order; checks that
+    every batch is torch tensors and drops "index"."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    batches = []
+    for batch in loader:
+        batches.append(tensors_to_numpy(batch))
+    out = concat(batches)
+    order = np.argsort(out.pop("index"))
+    np.testing.assert_array_equal(np.sort(order), np.arange(len(ds)))
+    return take(out, order)
+
+
+def tensors_to_numpy(tree: dict) -> dict:
+    import torch
+
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out[key] = tensors_to_numpy(value)
+        else:
+            assert isinstance(value, torch.Tensor), key
+            out[key] = value.numpy()
+    return out
+
+
+def concat(batches: list[dict]) -> dict:
+    return {
+        key: concat([b[key] for b in batches])
+        if isinstance(value, dict)
+        else np.concatenate([b[key] for b in batches])
+        for key, value in batches[0].items()
+    }
+
+
+def take(tree: dict, order: np.ndarray) -> dict:
+    return {k: take(v, order) if isinstance(v, dict) else v[order] for k, v in tree.items()}
+
+
 def one_by_one(ds: SequenceDataset) -> dict:
     """Every sample of `ds` through ds[i], collated; checks and drops "index"."""
     samples = [ds[i] for i in range(len(ds))]
@@ -152,6 +197,7 @@ def test_windows_match_robomimic_in_every_cache_mode(
         assert len(ds) == len(rm) == ds.total_num_sequences
         assert ds.demos == rm.demos and ds.num_demos == rm.n_demos
         assert_same(all_samples(ds), ref, f"[{cache_mode}]")
+        assert_same(through_default_collate(ds), ref, f"[{cache_mode}, default collate]")
         ds.close()
     # without pad masks and goals the same samples lose exactly those entries
     ds = SequenceDataset(dataset_path, OBS_KEYS, DATASET_KEYS, cache_mode="low_dim", **window)
@@ -172,7 +218,9 @@ def test_single_samples_match_robomimic_own_cache_modes(dataset_path, cache_mode
         dataset_path, OBS_KEYS, DATASET_KEYS, cache_mode=cache_mode, goal_mode="last", **window
     )
     # robomimic's None mode gives dataset keys in their stored dtype; demoset float32 always
-    assert_same(one_by_one(ds), stack([as_float32(s) for s in samples]), f"[{cache_mode}]")
+    ref = stack([as_float32(s) for s in samples])
+    assert_same(one_by_one(ds), ref, f"[{cache_mode}]")
+    assert_same(through_default_collate(ds, 5), ref, f"[{cache_mode}, default collate]")
     ds.close()
 
 
@@ -192,7 +240,9 @@ def test_filter_key_and_no_next_obs(dataset_path, cache_mode):
         **window,
     )
     assert ds.demos == ["demo_0", "demo_2", "demo_3"] == rm.demos
-    assert_same(all_samples(ds), stack([as_float32(s) for s in samples]))
+    ref = stack([as_float32(s) for s in samples])
+    assert_same(all_samples(ds), ref)
+    assert_same(through_default_collate(ds), ref, "[default collate]")
     ds.close()
 
 
@@ -211,7 +261,9 @@ def test_normalize_obs_matches_robomimic(dataset_path):
             assert stats[key][name].shape == ref_stats[key][name].shape
             assert stats[key][name].dtype == ref_stats[key][name].dtype
             np.testing.assert_allclose(stats[key][name], ref_stats[key][name], rtol=1e-5, atol=1e-6)
-    assert_same(all_samples(ds), stack([as_float32(s) for s in samples]), exact=False)
+    ref = stack([as_float32(s) for s in samples])
+    assert_same(all_samples(ds), ref, exact=False)
+    assert_same(through_default_collate(ds), ref, "[default collate]", exact=False)
     ds.close()
 
     # longer windows: robomimic's raw windows normalised by its own statistics
@@ -226,6 +278,7 @@ def test_normalize_obs_matches_robomimic(dataset_path):
         dataset_path, low_dim, DATASET_KEYS, normalize_obs=True, goal_mode="last", **window
     )
     assert_same(all_samples(ds), expected, exact=False)
+    assert_same(through_default_collate(ds), expected, "[default collate]", exact=False)
     ds.close()
 
 

@@ -161,20 +161,3 @@ def test_distributed_ranks_get_disjoint_shards_covering_the_dataset(tmp_path):
         got = json.loads(open(f"{out}.{rank}").read())
         expected = meta.get_batch(got["index"])["obs"]["object"].astype(np.float64).sum(axis=(1, 2))
         np.testing.assert_allclose(got["sums"], expected, rtol=1e-12)
-
-
-@pytest.mark.parametrize("cache_mode", ["low_dim", "all"])
-def test_forked_workers_with_copy_threads_after_the_main_process_used_them(
-    image_file, cache_mode, monkeypatch
-):
-    """Workers forked from a process whose copy threads already ran (its helper threads
-    for file reads, torch's threads for gathers from RAM) give the same batches: the
-    parent's threads do not exist in a fork."""
-    import demoset.loader.copying as copying
-
-    monkeypatch.setattr(copying, "MIN_PART_BYTES", 1024)  # small images: still split them
-    ds = SequenceDataset(image_file, OBS_KEYS, seq_length=4, cache_mode=cache_mode, copy_threads=2)
-    main = batches(ds, 0)
-    if cache_mode == "low_dim":  # images from the file: the helper threads now exist
-        assert copying._pool._executor is not None
-    assert_batches_equal(batches(ds, 2), main)

@@ -60,12 +60,13 @@ def all_arrays(path) -> dict[str, np.ndarray]:
 def build_pipeline(d) -> None:
     """Collect, convert and extract into directory `d`; reports go to JSON and npz files."""
     from demoset.convert.robosuite_raw import convert_robosuite_raw
+    from demoset.sim import make_env
     from demoset.sim.collect import collect_demos
     from demoset.sim.extract import extract_obs
 
     raw = d / "raw.hdf5"
     collected = collect_demos("Lift", 2, raw, seed=3, record_obs=True)
-    convert_robosuite_raw(raw, d / "lift.hdf5", val_ratio=0.5, action_dict=True)
+    convert_robosuite_raw(raw, d / "lift.hdf5", val_ratio=0.5, action_dict=True, make_env=make_env)
     calls: list[tuple[int, int]] = []
     ext = {}
     # workers 1 and 2 keep the rendering context between demos; 0 stands for one worker

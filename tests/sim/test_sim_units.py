@@ -61,7 +61,7 @@ def test_pose_action_dict_keys_and_shapes():
 
 
 def test_env_meta_from_raw_attrs():
-    from demoset.convert.robosuite_raw import env_meta_from_raw_attrs
+    from demoset.format import env_meta_from_raw_attrs
 
     info = {"env_name": "Lift", "robots": ["Panda"], "controller_configs": {"type": "BASIC"}}
     meta = env_meta_from_raw_attrs(

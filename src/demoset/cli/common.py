@@ -103,6 +103,6 @@ def preflight_input(args, path: str | None) -> None:
 
     if not path or not getattr(args, "isolated", True) or not os.path.isfile(path):
         return
-    from demoset.format.isolation import preflight
+    from demoset.format import preflight
 
     preflight(path)

@@ -18,7 +18,7 @@ def add_compression_arg(parser: argparse.ArgumentParser, default: str | None = N
 
     def spec(text: str) -> str:
         from demoset.errors import DemosetError
-        from demoset.format.compression import parse_compression
+        from demoset.format import parse_compression
 
         try:
             return str(parse_compression(text))

@@ -15,6 +15,8 @@ CONVERTER_MODULES = [
     "demoset.cli.convert_roboturk",
     "demoset.cli.convert_momart",
     "demoset.cli.convert_minari",
+    "demoset.cli.convert_lerobot",
+    "demoset.cli.convert_zarr",
 ]
 
 

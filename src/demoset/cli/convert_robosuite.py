@@ -17,7 +17,12 @@ def register(sources: argparse._SubParsersAction) -> None:
         "num_samples, total, train/valid filter keys, optionally action_dict. The raw file is "
         "never modified. Observations come next, with `demoset extract-obs`.",
     )
-    p.add_argument("input", metavar="RAW", nargs="?", help="the raw robosuite .hdf5 file")
+    p.add_argument(
+        "input",
+        metavar="RAW",
+        nargs="?",
+        help="the raw robosuite .hdf5 file (or robosuite 1.0-1.3's folder with models/)",
+    )
     p.add_argument("--dataset", dest="dataset_flag", help=argparse.SUPPRESS)
     p.add_argument(
         "--out",
@@ -60,12 +65,14 @@ def default_output(raw: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from demoset.cli.common import preflight_input, progress_bar, progress_callback
+    from demoset.convert.robosuite_layout import raw_file
     from demoset.convert.robosuite_raw import convert_robosuite_raw
     from demoset.errors import DemosetError
 
     raw = args.dataset_flag or args.input
     if not raw:
         raise DemosetError("no raw file given (demoset convert robosuite RAW)")
+    raw = raw_file(raw)
     out = args.out or default_output(raw)
     preflight_input(args, raw)
     with progress_bar(None, "converting", unit="demo") as bar:
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             action_dict=args.action_dict,
             overwrite=args.overwrite,
             progress=progress_callback(bar),
+            make_env=_make_env if args.action_dict else None,
         )
     print(
         f"wrote {report.output}: {report.demos} demos, {report.total} transitions (raw file untouched)"
@@ -87,3 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if report.action_dict_keys:
         print(f"  action_dict: {', '.join(report.action_dict_keys)}")
     return 0
+
+
+def _make_env(env_meta):
+    """The simulator for absolute pose actions (imported only when asked for)."""
+    from demoset.sim import make_env
+
+    return make_env(env_meta)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from demoset.cli.common import add_dataset_arg, add_filter_key_arg, dataset_path
+
+# further export targets, each registering itself from its own module
+EXPORT_MODULES = ["demoset.cli.export_lerobot", "demoset.cli.export_zarr"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "export",
-        help="write a dataset in another layout (Minari); the source is untouched",
+        help="write a dataset in another layout (Minari, LeRobot, zarr); the source is untouched",
         description="Export a robomimic-layout dataset to another layout.",
     )
     targets = parser.add_subparsers(dest="target", metavar="TARGET")
@@ -37,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--description", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace the dataset if it exists")
     p.set_defaults(func=run_minari)
+    for name in EXPORT_MODULES:
+        importlib.import_module(name).register(targets)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 

@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list filter-key demos and every demo's structure",
     )
     info.add_argument("--json", action="store_true", help="machine-readable JSON")
+    info.add_argument(
+        "--stats",
+        action="store_true",
+        help="add per-key statistics (stored in the file, or computed); see demoset stats",
+    )
     add_isolation_arg(info)
     info.set_defaults(func=run_info)
 
@@ -69,7 +74,7 @@ def call_reader(
         kwargs["progress"] = progress
     if not getattr(args, "isolated", True):
         return fn(*fn_args, **kwargs)
-    from demoset.format.isolation import run_isolated
+    from demoset.format import run_isolated
 
     progress = kwargs.pop("progress", None)
     return run_isolated(fn, *fn_args, path=path, progress=progress, cleanup=cleanup, **kwargs)
@@ -131,7 +136,7 @@ def _info_rows(s: dict) -> list[tuple[str, str]]:
     fk = ", ".join(f"{k} ({n})" for k, n in s["filter_keys"].items()) or "none"
     rows.append(("filter keys", fk))
     if s.get("image_storage"):
-        from demoset.format.compression import describe_storage
+        from demoset.format import describe_storage
 
         for key, info in s["image_storage"].items():
             rows.append(("storage", f"{key}: {describe_storage(info)}"))
@@ -205,12 +210,21 @@ def run_info(args: argparse.Namespace) -> int:
     s = call_reader(
         args, summarize, path, path=path, filter_key=args.filter_key, verbose=args.verbose
     )
+    if args.stats:
+        from demoset.format import stats_summary
+
+        s["stats"] = call_reader(args, stats_summary, path, path=path, filter_key=args.filter_key)
     if args.json:
         print_json(s)
-    elif sys.stdout.isatty():
+        return 0
+    if sys.stdout.isatty():
         _print_rich(s, args.verbose)
     else:
         _print_plain(s, args.verbose)
+    if args.stats:
+        from demoset.cli.stats_cmd import print_summary
+
+        print_summary(s["stats"])
     return 0
 
 

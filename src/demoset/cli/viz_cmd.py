@@ -104,6 +104,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-clips", action="store_true", help="strips of frames only, no animated clips"
     )
     report.add_argument("--no-validate", action="store_true", help="skip the validate findings")
+    report.add_argument(
+        "--doctor",
+        action="store_true",
+        help="run demoset doctor (without replay) and add its findings as a section",
+    )
     report.add_argument("--seed", type=int, default=0, help="seed for choosing demos (default 0)")
     report.add_argument(
         "--json", action="store_true", help="print what was written and found as JSON"
@@ -136,10 +141,19 @@ def run_report(args: argparse.Namespace) -> int:
     from demoset.viz.report import build_report
 
     path = dataset_path(args)
+    doctor = None
+    if args.doctor:
+        from demoset.doctor import diagnose
+
+        with progress_bar(None, "doctor", unit="check") as bar:
+            doctor = diagnose(
+                path, filter_key=args.filter_key, replay=False, progress=progress_callback(bar)
+            ).to_dict()
     with progress_bar(None, "report", unit="step") as bar:
         result = build_report(
             path,
             args.out,
+            doctor=doctor,
             filter_key=args.filter_key,
             n_camera_demos=args.num_demos,
             n_plot_demos=args.plot_demos,

@@ -34,15 +34,15 @@ import h5py
 import numpy as np
 
 from demoset.errors import ConversionError, DemosetError
-from demoset.format import DatasetWriter
-from demoset.format.constants import ENV_TYPE_GYM
-from demoset.format.h5io import (
+from demoset.format import (
+    ENV_TYPE_GYM,
+    DatasetWriter,
     check_dataset_safe,
     check_link_safe,
     open_h5,
-    same_file,
     untrusted_input,
 )
+from demoset.fsutil import same_file
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 ENV_NAME_KEYS = ("env_name", "env_id", "env")

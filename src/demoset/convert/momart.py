@@ -21,10 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from demoset.errors import ConversionError, DemosetError, WriteError
-from demoset.format import open_dataset, validate
-from demoset.format.constants import ENV_TYPE_IG_MOMART
-from demoset.format.h5io import same_file, untrusted_input
-from demoset.fsutil import temp_path_beside
+from demoset.format import ENV_TYPE_IG_MOMART, open_dataset, untrusted_input, validate
+from demoset.fsutil import replace_durably, same_file, temp_path_beside
 from demoset.masks import split_demos, split_train_valid
 
 COPY_CHUNK = 64 << 20
@@ -135,7 +133,7 @@ def convert_momart(
                 _copy_with_progress(src, fout, progress)
             if added:
                 split_train_valid(tmp, ratio=val_ratio, seed=seed)
-            os.replace(tmp, target)
+            replace_durably(tmp, target)
         except DemosetError:
             _remove(tmp)
             raise

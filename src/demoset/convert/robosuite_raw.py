@@ -2,7 +2,8 @@
 
 A raw file is what robosuite's collection tools write (`data/demo_N` with `states`,
 `actions` and attribute `model_file`; `data` attributes `env`, `env_info`,
-`repository_version`). robomimic's conversion edits that file in place; this one reads
+`repository_version`). robosuite 1.0-1.3's layout is read too (robosuite_layout.py): the
+folder or its demo.hdf5, model XMLs in models/ beside it, demo groups named `demo1`. robomimic's conversion edits that file in place; this one reads
 it and writes a new file, leaving the raw file untouched:
 
 - `data/env_args`: {"env_name": env, "type": 1, "env_version": repository_version,
@@ -20,18 +21,23 @@ The new file has no observations yet (rewards are zeros and dones mark the last 
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from demoset.convert.robosuite_layout import model_xml, raw_file, robomimic_demo_name
 from demoset.errors import ConversionError, DemosetError
-from demoset.format import DatasetWriter, EnvMeta, open_dataset
+from demoset.format import (
+    DatasetWriter,
+    EnvMeta,
+    env_meta_from_raw_attrs,
+    open_dataset,
+    untrusted_input,
+)
 from demoset.format import constants as C
-from demoset.format.h5io import untrusted_input
 
 ProgressFn = Callable[[int, int], None]
 
@@ -43,43 +49,6 @@ class ConvertReport:
     total: int
     filter_keys: dict[str, list[str]] = field(default_factory=dict)
     action_dict_keys: list[str] = field(default_factory=list)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value.item())
-    return str(value)
-
-
-def env_meta_from_raw_attrs(attrs: Mapping[str, Any], path: str | None = None) -> EnvMeta:
-    """env_args from a raw file's `env` and `env_info` attributes (env_info parsed as JSON)."""
-    if "env" not in attrs:
-        raise ConversionError(
-            "no 'env' attribute: not a raw robosuite file", path, "/data.attrs[env]"
-        )
-    if "env_info" not in attrs:
-        raise ConversionError(
-            "no 'env_info' attribute: not a raw robosuite file", path, "/data.attrs[env_info]"
-        )
-    try:
-        env_info = json.loads(_text(attrs["env_info"]))
-    except ValueError as exc:
-        raise ConversionError(
-            f"env_info is not JSON ({exc})", path, "/data.attrs[env_info]"
-        ) from None
-    if not isinstance(env_info, dict):
-        raise ConversionError("env_info is not a JSON object", path, "/data.attrs[env_info]")
-    extra = {}
-    if "repository_version" in attrs:
-        extra["env_version"] = _text(attrs["repository_version"])
-    return EnvMeta(
-        env_name=_text(attrs["env"]),
-        env_type=C.ENV_TYPE_ROBOSUITE,
-        env_kwargs=env_info,
-        extra=extra,
-    )
 
 
 # ---------------------------------------------------------------------------- pose actions
@@ -160,14 +129,17 @@ def convert_robosuite_raw(
     action_dict: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    make_env: Callable[[EnvMeta], Any] | None = None,
 ) -> ConvertReport:
     """Write the robomimic-layout version of a raw robosuite file to `output` (atomically).
 
     Demo names are kept (robosuite numbers them from demo_1). With `split`, filter keys
     `train`/`valid` hold a seeded `val_ratio` split. With `action_dict`, relative and
-    absolute pose actions are added (absolute ones need the simulator).
+    absolute pose actions are added; the absolute ones need the simulator, given as
+    `make_env` (`demoset.sim.make_env`: the sim box sits right of convert, so it is passed
+    in rather than imported).
     """
-    raw_path, output = os.fspath(raw_path), os.fspath(output)
+    raw_path, output = raw_file(raw_path), os.fspath(output)
     if os.path.abspath(raw_path) == os.path.abspath(output):
         raise ConversionError(
             "the output must be a new file; the raw file is never modified", output
@@ -177,8 +149,11 @@ def convert_robosuite_raw(
         demos = _check_raw(df)
         env = None
         if action_dict:
-            from demoset.sim.factory import make_env
-
+            if make_env is None:
+                raise ConversionError(
+                    "absolute actions need the simulator: pass make_env (demoset.sim.make_env)",
+                    raw_path,
+                )
             try:
                 env = make_env(env_meta)
             except DemosetError as exc:
@@ -190,20 +165,19 @@ def convert_robosuite_raw(
             with DatasetWriter(
                 output, env_meta=env_meta, mode="w", overwrite=overwrite, atomic=True
             ) as writer:
+                names = {demo: robomimic_demo_name(demo) for demo in demos}
                 for i, demo in enumerate(demos):
                     states = df.read(demo, C.STATES)
                     actions = df.read(demo, C.ACTIONS)
                     attrs = df.demo_attrs(demo)
+                    xml = model_xml(
+                        attrs[C.ATTR_MODEL_FILE], raw_path, f"/data/{demo}.attrs[model_file]"
+                    )
                     ad = None
                     if env is not None:
                         ad = pose_action_dict(actions, "rel_")
                         try:
-                            env.reset_to(
-                                {
-                                    "model": attrs[C.ATTR_MODEL_FILE],
-                                    "ep_meta": attrs.get(C.ATTR_EP_META),
-                                }
-                            )
+                            env.reset_to({"model": xml, "ep_meta": attrs.get(C.ATTR_EP_META)})
                             absolute = env.absolute_pose_actions(states, actions)
                         except DemosetError as exc:
                             raise ConversionError(exc.message, raw_path, f"/data/{demo}") from None
@@ -212,10 +186,10 @@ def convert_robosuite_raw(
                     writer.add_demo(
                         actions=actions,
                         states=states,
-                        model_file=attrs[C.ATTR_MODEL_FILE],
+                        model_file=xml,
                         ep_meta=attrs.get(C.ATTR_EP_META) or None,
                         action_dict=ad,
-                        name=demo,
+                        name=names[demo],
                     )
                     report.demos += 1
                     report.total += len(actions)
@@ -224,7 +198,7 @@ def convert_robosuite_raw(
                 if split:
                     from demoset.masks import split_demos
 
-                    train, valid = split_demos(demos, val_ratio, seed)
+                    train, valid = split_demos([names[d] for d in demos], val_ratio, seed)
                     writer.set_filter_key("train", train)
                     writer.set_filter_key("valid", valid)
                     report.filter_keys = {"train": train, "valid": valid}

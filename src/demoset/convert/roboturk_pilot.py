@@ -31,13 +31,14 @@ import h5py
 import numpy as np
 
 from demoset.errors import ConversionError, DemosetError
-from demoset.format import DatasetWriter, sorted_demos
-from demoset.format.constants import ENV_TYPE_ROBOSUITE
-from demoset.format.h5io import (
+from demoset.format import (
+    ENV_TYPE_ROBOSUITE,
     READ_ERRORS,
+    DatasetWriter,
     check_link_safe,
     open_h5,
     read_array,
+    sorted_demos,
     untrusted_input,
 )
 from demoset.masks import split_demos

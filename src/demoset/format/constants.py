@@ -1,4 +1,4 @@
-"""Names and numbers of the robomimic HDF5 layout (see the README's "File layout")."""
+"""Names and numbers of the robomimic HDF5 layout (see docs/layout.md)."""
 
 from __future__ import annotations
 

@@ -16,17 +16,16 @@ import numpy as np
 
 from demoset.errors import DemoNotFoundError, FilterKeyError, LayoutError
 from demoset.format import constants as C
-from demoset.format.env_meta import EnvMeta, parse_env_args
+from demoset.format.env_meta import EnvMeta, attr_int, attr_text, parse_env_args
+from demoset.format.guards import guarded_method, h5_errors
 from demoset.format.h5io import (
     check_dataset_safe,
     check_dataset_size,
     check_link_safe,
-    guarded_method,
-    h5_errors,
     open_h5,
     read_array,
 )
-from demoset.format.locking import CommitLock
+from demoset.format.locking import COMMIT_WAIT, reader_gate
 
 MAX_DEPTH = 4
 """Deepest nesting of groups under a demo that is listed (obs/<key> is depth 2)."""
@@ -58,33 +57,6 @@ class ArrayInfo:
         return f"{self.dtype} {tuple(self.shape)}"
 
 
-def _attr_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value.item()
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _attr_int(value: Any) -> int | None:
-    try:
-        if isinstance(value, np.ndarray):
-            if value.size != 1:
-                return None
-            value = value.reshape(()).item()
-        if isinstance(value, (bool, np.bool_)):
-            return None
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            return int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return None
-
-
 class DemoFile:
     """A robomimic-layout HDF5 file opened read-only.
 
@@ -109,11 +81,12 @@ class DemoFile:
             raise
 
     def _open_following(self) -> h5py.File:
-        """Open a file a follow-mode writer may be appending to (see format/locking.py)."""
-        if not os.path.exists(self.path):
-            return open_h5(self.path, "r")
-        with CommitLock(self.path).shared():
-            return open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
+        """Open a file a follow-mode writer may be appending to (see format/locking.py).
+
+        HDF5's own lock is left off, so a reader that keeps the file open does not hold
+        up the writer's commits; `open_h5` passes the commit gate as every reader does.
+        """
+        return open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
 
     # ------------------------------------------------------------------ index
     def _load_index(self) -> None:
@@ -140,7 +113,7 @@ class DemoFile:
                     self.h5.close()
                 except Exception:  # noqa: BLE001 - closing a stale handle must not hide the reopen
                     pass
-                with CommitLock(self.path).shared():
+                with reader_gate(self.path, max(self.lock_timeout, COMMIT_WAIT)):
                     self.h5 = open_h5(self.path, "r", lock_timeout=self.lock_timeout, locking=False)
                     self._load_index()
             else:
@@ -196,9 +169,7 @@ class DemoFile:
         """
         grp = self.group(demo)
         value = (
-            _attr_int(grp.attrs.get(C.ATTR_NUM_SAMPLES))
-            if C.ATTR_NUM_SAMPLES in grp.attrs
-            else None
+            attr_int(grp.attrs.get(C.ATTR_NUM_SAMPLES)) if C.ATTR_NUM_SAMPLES in grp.attrs else None
         )
         n_actions = None
         if C.ACTIONS in grp:
@@ -229,7 +200,7 @@ class DemoFile:
         """The `data/total` attribute (None when missing or not an integer)."""
         if C.ATTR_TOTAL not in self._data.attrs:
             return None
-        return _attr_int(self._data.attrs[C.ATTR_TOTAL])
+        return attr_int(self._data.attrs[C.ATTR_TOTAL])
 
     # ------------------------------------------------------------------ meta
     @property
@@ -252,7 +223,7 @@ class DemoFile:
         for key in grp.attrs.keys():
             value = grp.attrs[key]
             if isinstance(value, (bytes, str)):
-                value = _attr_text(value)
+                value = attr_text(value)
             out[key] = value
         return out
 

@@ -1,17 +1,22 @@
 """The `env_args` attribute: which environment made a dataset, parsed safely as JSON.
 
 robomimic's code reads the key `type` while its docs call it `env_type`; demoset writes
-`type` and accepts either.
+`type` and accepts either. Raw robosuite files (before conversion) name their environment
+in `env` and `env_info` instead (`env_meta_from_raw_attrs`). `attr_text` and `attr_int`
+read attribute values the way every reader of the layout does.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from demoset.errors import LayoutError
-from demoset.format.constants import ENV_TYPE_NAMES
+import numpy as np
+
+from demoset.errors import ConversionError, LayoutError
+from demoset.format.constants import ENV_TYPE_NAMES, ENV_TYPE_ROBOSUITE
 
 
 @dataclass
@@ -92,3 +97,61 @@ def env_meta_from_dict(
         k: v for k, v in data.items() if k not in ("env_name", "type", "env_type", "env_kwargs")
     }
     return EnvMeta(data["env_name"], int(env_type), dict(data["env_kwargs"]), extra)
+
+
+def env_meta_from_raw_attrs(attrs: Mapping[str, Any], path: str | None = None) -> EnvMeta:
+    """env_args from a raw file's `env` and `env_info` attributes (env_info parsed as JSON)."""
+    if "env" not in attrs:
+        raise ConversionError(
+            "no 'env' attribute: not a raw robosuite file", path, "/data.attrs[env]"
+        )
+    if "env_info" not in attrs:
+        raise ConversionError(
+            "no 'env_info' attribute: not a raw robosuite file", path, "/data.attrs[env_info]"
+        )
+    try:
+        env_info = json.loads(attr_text(attrs["env_info"]))
+    except ValueError as exc:
+        raise ConversionError(
+            f"env_info is not JSON ({exc})", path, "/data.attrs[env_info]"
+        ) from None
+    if not isinstance(env_info, dict):
+        raise ConversionError("env_info is not a JSON object", path, "/data.attrs[env_info]")
+    extra = {}
+    if "repository_version" in attrs:
+        extra["env_version"] = attr_text(attrs["repository_version"])
+    return EnvMeta(
+        env_name=attr_text(attrs["env"]),
+        env_type=ENV_TYPE_ROBOSUITE,
+        env_kwargs=env_info,
+        extra=extra,
+    )
+
+
+def attr_text(value: Any) -> str:
+    """An attribute value as text (bytes decoded as UTF-8, 0-d arrays unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def attr_int(value: Any) -> int | None:
+    """An attribute value as an int; None when it is not one whole number (bools included)."""
+    try:
+        if isinstance(value, np.ndarray):
+            if value.size != 1:
+                return None
+            value = value.reshape(()).item()
+        if isinstance(value, (bool, np.bool_)):
+            return None
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None

@@ -1,30 +1,26 @@
-"""Opening HDF5 files with errors people can act on, and refusing links out of the file.
+"""Opening HDF5 files with errors people can act on, and reading untrusted ones safely.
 
-h5py's errors are long and cryptic ("unable to lock file, errno = 11"); these helpers turn
-them into one-line `DemosetError`s that name the file and say what to do.
+h5py's errors are long and cryptic ("unable to lock file, errno = 11"); `open_h5` turns
+them into one-line `DemosetError`s that name the file and say what to do, after passing
+the commit gate (format/locking.py). The rest refuses what an untrusted file could do to
+its reader: links and virtual datasets pointing outside the file, arrays declaring far
+more bytes than they store, reads that would not fit in memory (`read_array`).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import h5py
 import numpy as np
 
-from demoset.errors import (
-    DemosetError,
-    FileAccessError,
-    FileLockedError,
-    LayoutError,
-    UnsafeFileError,
-)
+from demoset.errors import FileAccessError, FileLockedError, LayoutError, UnsafeFileError
 from demoset.format.compression import filter_ids, read_failure, register_filters
-from demoset.format.isolation import beat, in_isolated_child
-from demoset.format.journal import Turnstile, recover_if_abandoned
+from demoset.format.guards import READ_ERRORS, h5_errors
+from demoset.format.isolation import beat
+from demoset.format.journal import recover_if_abandoned
+from demoset.format.locking import COMMIT_WAIT, reader_gate
 
 LOCK_HINT = (
     "another process has it open for writing (HDF5 file locking); wait for it to finish, "
@@ -63,10 +59,6 @@ def translate_open_error(exc: BaseException, path: str | os.PathLike) -> FileAcc
     return FileAccessError(f"cannot open as HDF5 ({first})", path)
 
 
-COMMIT_WAIT = 30.0
-"""Seconds a reader waits for a demoset writer's commit (milliseconds, usually) to end."""
-
-
 def open_h5(
     path: str | os.PathLike,
     mode: str = "r",
@@ -96,22 +88,18 @@ def open_h5(
             ) from None
     start = time.monotonic()
     deadline = start + max(lock_timeout, 0.0)
-    gate_deadline = start + max(lock_timeout, COMMIT_WAIT)
+    gate_wait = max(lock_timeout, COMMIT_WAIT)
     delay = 0.01
     while True:
-        gate = _pass_commit_gate(path)
-        if gate is False:
-            if time.monotonic() < gate_deadline:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-                continue
-            raise FileLockedError(
-                f"a demoset writer has been saving a demo for {COMMIT_WAIT:.0f} s; try again", path
-            )
         try:
-            if mode == "r" and swmr:
-                return h5py.File(path, "r", swmr=True, **kwargs)
-            return h5py.File(path, mode, **kwargs)
+            with reader_gate(
+                path,
+                start + gate_wait - time.monotonic(),
+                waited=f"a demoset writer has been saving a demo for {COMMIT_WAIT:.0f} s; try again",
+            ):
+                if mode == "r" and swmr:
+                    return h5py.File(path, "r", swmr=True, **kwargs)
+                return h5py.File(path, mode, **kwargs)
         except (OSError, ValueError) as exc:
             err = translate_open_error(exc, path)
             if isinstance(err, FileLockedError) and time.monotonic() < deadline:
@@ -119,25 +107,6 @@ def open_h5(
                 delay = min(delay * 2, 0.2)
                 continue
             raise err from None
-        finally:
-            if gate not in (True, False, None):
-                gate.release()
-                gate.close()
-
-
-def _pass_commit_gate(path: str):
-    """The commit gate held shared (a Turnstile), False while a commit runs, None if n/a."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        gate = Turnstile(path)
-        entered = gate.enter()
-    except OSError:
-        return None  # no lock directory: fall back to HDF5's own lock
-    if not entered:
-        gate.close()
-        return False
-    return gate
 
 
 def check_link_safe(group: h5py.Group, name: str, path: str) -> None:
@@ -172,38 +141,7 @@ def check_dataset_safe(dset: h5py.Dataset, path: str) -> None:
             )
 
 
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when two paths name the same file on disk."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return Path(a).resolve() == Path(b).resolve()
-
-
-def is_enospc(exc: BaseException) -> bool:
-    text = str(exc)
-    return (
-        getattr(exc, "errno", None) == errno.ENOSPC
-        or "No space left" in text
-        or "errno = 28" in text
-    )
-
-
 # ---------------------------------------------------------------------------- hostile files
-READ_ERRORS = (
-    OSError,
-    RuntimeError,
-    KeyError,
-    ValueError,
-    TypeError,
-    IndexError,
-    OverflowError,
-    UnicodeError,
-    RecursionError,
-    SystemError,
-)
-"""What h5py (and numpy on what it returns) raise on damaged or hostile content."""
-
 MAX_EXPANSION = 1 << 14
 """Largest ratio of an array's declared bytes to the bytes it stores that is read.
 
@@ -211,43 +149,6 @@ Compression legitimately shrinks data (gzip at most about 1000:1); an array decl
 terabyte while storing nothing (unallocated chunks) or a decompression bomb is refused.
 """
 SMALL_ARRAY_BYTES = 1 << 20
-
-
-def describe_error(exc: BaseException) -> str:
-    """The first line of an exception, short, for a one-line message."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first if len(first) <= 200 else first[:197] + "..."
-
-
-def raised_by_file(exc: BaseException) -> bool:
-    """True for an error the file's content caused: an OSError, or one raised inside h5py.
-
-    A KeyError or TypeError from h5py means a broken link, a bad name or a bad type in
-    the file; the same error raised by demoset's own code is a bug and is left alone.
-    """
-    if isinstance(exc, OSError):
-        return True
-    tb = exc.__traceback__
-    while tb is not None:
-        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("h5py"):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-@contextmanager
-def h5_errors(path, h5path: str | None = None, error=None, what: str = "cannot read"):
-    """Turn what h5py raises on a damaged file into one DemosetError naming the file."""
-    try:
-        yield
-    except DemosetError:
-        raise
-    except READ_ERRORS as exc:
-        if not raised_by_file(exc):
-            raise
-        cls = error or LayoutError
-        raise cls(f"{what} ({describe_error(exc)})", path, h5path) from exc
 
 
 def array_nbytes(dset: h5py.Dataset) -> int:
@@ -322,69 +223,3 @@ def _selection_nbytes(dset: h5py.Dataset, selection) -> int:
         else:
             count *= int(n)  # anything else: count the whole axis
     return count * int(dset.dtype.itemsize)
-
-
-def untrusted_input(error=None, path_arg: int = 0):
-    """Decorator for entry points that read a file given by the user (converters).
-
-    Whatever h5py raises on a damaged file (an HDF5 error, a KeyError from a broken link)
-    comes out as `error` (default LayoutError) naming the file given as positional
-    argument `path_arg`; DemosetErrors pass through unchanged.
-    """
-
-    def decorate(fn):
-        import functools
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            path = args[path_arg] if len(args) > path_arg else None
-            with h5_errors(os.fspath(path) if path is not None else None, error=error):
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-def guarded_method(method):
-    """Decorator for methods of objects with a `.path` that read an untrusted file.
-
-    Whatever h5py raises on damaged content comes out as a LayoutError naming the file.
-    """
-    import functools
-
-    where = f"{method.__qualname__}"
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if in_isolated_child():  # say where we are (the outermost call), for a stall report
-            return _beating_call(where, wrapped, self, args, kwargs)
-        return wrapped(self, *args, **kwargs)
-
-    def wrapped(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except DemosetError:
-            raise
-        except READ_ERRORS as exc:
-            if not raised_by_file(exc):
-                raise
-            raise LayoutError(
-                f"cannot read ({describe_error(exc)})", getattr(self, "path", None)
-            ) from exc
-
-    return wrapper
-
-
-_guarded_depth = 0
-
-
-def _beating_call(where: str, fn, self, args, kwargs):
-    global _guarded_depth
-    if _guarded_depth == 0:
-        beat(None, f"{where}({args[0]!r})" if args and isinstance(args[0], str) else where)
-    _guarded_depth += 1
-    try:
-        return fn(self, *args, **kwargs)
-    finally:
-        _guarded_depth -= 1

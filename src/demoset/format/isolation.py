@@ -14,7 +14,9 @@ no progress for the stall limit (`DEMOSET_STALL_SECONDS`, default 60 s) or dies 
 signal, the parent kills it and raises `UnsafeFileError` naming the file and the HDF5
 path last reached. Files a killed child was writing (`cleanup=`) are removed.
 
-Only the standard library is imported here: `beat()` sits on the format layer's hot paths.
+Only the standard library (and `demoset.errors`, when a child's error is rebuilt) is
+imported here: `beat()` sits on the format layer's hot paths. `preflight`, the isolated
+metadata check, lives with the checks it runs in format/validate.py.
 """
 
 from __future__ import annotations
@@ -364,18 +366,3 @@ def _describe(exc: BaseException) -> tuple:
     except Exception:  # noqa: BLE001
         exc = None
     return ("other", exc, text)
-
-
-def preflight(path: str | os.PathLike, stall: float | None = None) -> list:
-    """Read all of a file's metadata in an isolated child before trusting it in-process.
-
-    Runs `validate.check_metadata` (every attribute, variable-length array and chunk index
-    of every object, in any HDF5 layout) in a forked child. Returns its findings (a list
-    of `Finding`, empty when everything read); raises UnsafeFileError when HDF5 stops
-    responding or crashes on the file (do not open it in-process then), and another
-    DemosetError when it cannot be opened at all.
-    """
-    from demoset.format.validate import check_metadata
-
-    path = os.fspath(path)
-    return run_isolated(check_metadata, path, path=path, stall=stall)

@@ -17,8 +17,9 @@ discarded, and the bytes past the old end are unreferenced) or a complete journa
 `recover()` first.
 
 While copying records into place the committer holds an exclusive `flock` on the data
-file, the same lock HDF5 readers take shared, so no reader opens a half-copied file; a
-"turnstile" lock file keeps a stream of demoset readers from starving the committer.
+file, the same lock HDF5 readers take shared, so no reader opens a half-copied file, and
+closes the commit gate so a stream of demoset readers cannot starve it (format/locking.py
+states the whole protocol).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ import contextlib
 import fcntl
 import os
 import struct
-import tempfile
-import time
 import zlib
 
-from demoset.errors import FileAccessError, FileLockedError, WriteError
+from demoset.errors import FileAccessError, WriteError
 from demoset.format.isolation import beat
+from demoset.format.locking import Turnstile, WriterLock, flock_within, lock_path
+from demoset.fsutil import fsync_dir
 
 MAGIC = b"DSJRNL1\n"
 END_MAGIC = b"DSJEND1\n"
@@ -44,26 +45,13 @@ _COMMIT = b"C"
 _COPY_BLOCK = 4 * 1024 * 1024
 
 
-def lock_dir() -> str:
-    """Directory of demoset's lock (and fallback journal) files, in the temp directory."""
-    path = os.path.join(tempfile.gettempdir(), "demoset-locks")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def file_key(path: str | os.PathLike) -> str:
-    """`<device>-<inode>` of a file: names its lock files, stable across renames."""
-    st = os.stat(path)
-    return f"{st.st_dev}-{st.st_ino}"
-
-
 def journal_candidates(path: str | os.PathLike) -> list[str]:
     """Where the journal of `path` may be: beside the file, else in the lock directory."""
     path = os.path.abspath(os.fspath(path))
     beside = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.demoset-journal")
     out = [beside]
     with contextlib.suppress(OSError):
-        out.append(os.path.join(lock_dir(), f"{file_key(path)}.journal"))
+        out.append(lock_path(path, "journal"))
     return out
 
 
@@ -73,67 +61,6 @@ def pending_journal(path: str | os.PathLike) -> str | None:
         if os.path.exists(candidate):
             return candidate
     return None
-
-
-# ---------------------------------------------------------------------------- locks
-def _flock(fd: int, kind: int, timeout: float, path: str, what: str) -> None:
-    """flock with a deadline; raises FileLockedError naming what holds it."""
-    deadline = time.monotonic() + max(timeout, 0.0)
-    delay = 0.002
-    while True:
-        try:
-            fcntl.flock(fd, kind | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise FileLockedError(what, path) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-
-class Turnstile:
-    """The commit gate: demoset readers pass it (shared, briefly) while they open a file.
-
-    It is the lock file `locking.CommitLock` uses. A committer closes it (exclusive) while
-    it waits for open readers to finish, so new readers queue behind the commit instead
-    of keeping the file busy forever.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        self.lock_path = os.path.join(lock_dir(), f"{file_key(self.path)}.commit")
-        self._fd: int | None = None
-
-    def _open(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o666)
-        return self._fd
-
-    def enter(self) -> bool:
-        """Hold the gate shared; False (not held) when a commit is under way."""
-        try:
-            fcntl.flock(self._open(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def close_gate(self, timeout: float) -> None:
-        _flock(
-            self._open(),
-            fcntl.LOCK_EX,
-            timeout,
-            self.path,
-            "readers kept opening the file; cannot commit",
-        )
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 # ---------------------------------------------------------------------------- file object
@@ -277,7 +204,7 @@ class JournaledFile(GuardedFile):
         super().__init__(path)
         self.durable = durable
         try:
-            _flock(
+            flock_within(
                 self._fd,
                 fcntl.LOCK_SH,
                 0.0,
@@ -395,7 +322,7 @@ class JournaledFile(GuardedFile):
             os.fsync(self._fd)
         self._turnstile.close_gate(timeout)
         try:
-            _flock(
+            flock_within(
                 self._fd,
                 fcntl.LOCK_EX,
                 timeout,
@@ -411,6 +338,10 @@ class JournaledFile(GuardedFile):
                 os.write(self._jfd, struct.pack("<I", crc) + END_MAGIC)
                 if self.durable:
                     os.fsync(self._jfd)
+                    # After a power cut the journal's bytes are kept but maybe not its name
+                    # (nor the unlink of the previous one): make both durable before a byte
+                    # is copied into place (tests/format/test_power_loss.py).
+                    fsync_dir(self._jpath)
                 # From here the commit has happened: if copying fails, the journal stays
                 # for `recover` to finish, and discard() must not drop it.
                 self._applying = True
@@ -422,7 +353,9 @@ class JournaledFile(GuardedFile):
                 self.base = self.size
             finally:
                 # flock converts by dropping the old lock first: take the shared one anew.
-                _flock(self._fd, fcntl.LOCK_SH, timeout, self.path, "another program took the file")
+                flock_within(
+                    self._fd, fcntl.LOCK_SH, timeout, self.path, "another program took the file"
+                )
         finally:
             self._turnstile.release()
 
@@ -564,7 +497,7 @@ def recover(path: str | os.PathLike, timeout: float = 30.0) -> str | None:
             outcome = "stale"
         else:
             turnstile.close_gate(timeout)
-            _flock(
+            flock_within(
                 fd,
                 fcntl.LOCK_EX,
                 timeout,
@@ -596,8 +529,6 @@ def recover_if_abandoned(path: str | os.PathLike) -> str | None:
     """Run `recover` when a journal is left and no live writer owns it (cheap otherwise)."""
     if pending_journal(path) is None:
         return None
-    from demoset.format.locking import WriterLock
-
     lock = WriterLock(path)
     try:
         lock.acquire()
@@ -620,7 +551,6 @@ def edit_in_place(path: str | os.PathLike, lock_timeout: float = 60.0):
     import h5py
 
     from demoset.errors import DemosetError
-    from demoset.format.locking import WriterLock
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -24,16 +24,11 @@ import numpy as np
 
 from demoset.errors import DemosetError
 from demoset.format import constants as C
-from demoset.format.demofile import DemoFile, _attr_int
-from demoset.format.h5io import (
-    READ_ERRORS,
-    check_dataset_safe,
-    describe_error,
-    h5_errors,
-    open_h5,
-    read_array,
-)
-from demoset.format.isolation import beat
+from demoset.format.demofile import DemoFile
+from demoset.format.env_meta import attr_int
+from demoset.format.guards import READ_ERRORS, describe_error, h5_errors
+from demoset.format.h5io import check_dataset_safe, open_h5, read_array
+from demoset.format.isolation import beat, run_isolated
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,7 @@ def _check_demo(col: _Collector, df: DemoFile, demo: str) -> tuple[int, np.ndarr
     if C.ATTR_NUM_SAMPLES not in grp.attrs:
         col.error(grp_path, "no num_samples attribute", "missing_num_samples")
     else:
-        num_samples = _attr_int(grp.attrs[C.ATTR_NUM_SAMPLES])
+        num_samples = attr_int(grp.attrs[C.ATTR_NUM_SAMPLES])
         if num_samples is None or num_samples < 0:
             col.error(
                 grp_path,
@@ -303,7 +298,7 @@ def _validate_open(col: _Collector, df: DemoFile, progress) -> None:
                 "/data", f"no total attribute (demos hold {total_seen} samples)", "missing_total"
             )
     else:
-        total = _attr_int(data_attrs[C.ATTR_TOTAL])
+        total = attr_int(data_attrs[C.ATTR_TOTAL])
         if total is None:
             col.error(
                 "/data", f"total is not an integer: {data_attrs[C.ATTR_TOTAL]!r}", "bad_total"
@@ -458,3 +453,16 @@ def _touch_dataset(col: _Collector, dset: h5py.Dataset, path: str) -> None:
         col.error(exc.h5path or name, exc.message, "unreadable")
     except READ_ERRORS as exc:
         col.error(name, f"cannot read ({describe_error(exc)})", "unreadable")
+
+
+def preflight(path: str | os.PathLike, stall: float | None = None) -> list[Finding]:
+    """Read all of a file's metadata in an isolated child before trusting it in-process.
+
+    Runs `validate.check_metadata` (every attribute, variable-length array and chunk index
+    of every object, in any HDF5 layout) in a forked child. Returns its findings (a list
+    of `Finding`, empty when everything read); raises UnsafeFileError when HDF5 stops
+    responding or crashes on the file (do not open it in-process then), and another
+    DemosetError when it cannot be opened at all.
+    """
+    path = os.fspath(path)
+    return run_isolated(check_metadata, path, path=path, stall=stall)

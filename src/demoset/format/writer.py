@@ -1,7 +1,7 @@
 """DatasetWriter: create a robomimic-layout file and append demos to it safely.
 
-Safety rules, each checked by tests (tests/format/test_crash_safety.py, test_disk_full.py,
-test_concurrency.py):
+Safety rules, each checked by tests (tests/format/test_crash_safety.py, test_power_loss.py,
+test_disk_full.py, test_concurrency.py):
 - Shapes and lengths are checked before anything is written.
 - Appending (mode "a", and mode "w" without `atomic`) writes through a `JournaledFile`
   (format/journal.py): bytes HDF5 would change in place go to a journal first, and each
@@ -40,10 +40,10 @@ from demoset.errors import DemosetError, LayoutError, WriteError
 from demoset.format import constants as C
 from demoset.format.compression import CODECS, Compression, parse_compression
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
-from demoset.format.h5io import is_enospc
 from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
-from demoset.fsutil import temp_path_beside
+from demoset.format.stored_stats import stats_of_arrays, write_demo_stats
+from demoset.fsutil import fsync_dir, is_enospc, replace_durably, temp_path_beside
 
 IMAGE_COMPRESSIONS = tuple(CODECS)
 
@@ -86,6 +86,9 @@ class DatasetWriter:
 
     mode "w" creates a new file (refusing an existing one unless `overwrite`), mode "a"
     appends to an existing dataset, numbering new demos after the highest existing one.
+    With `stats` (the default) each demo's statistics are stored with it in the same
+    commit (demoset.format.stored_stats), so the loader normalises without a pass over
+    the data.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class DatasetWriter:
         compression_level: int | None = None,
         data_attrs: Mapping[str, Any] | None = None,
         lock_timeout: float = 60.0,
+        stats: bool = True,
     ):
         if mode not in ("w", "a"):
             raise ValueError("mode must be 'w' or 'a'")
@@ -115,6 +119,7 @@ class DatasetWriter:
         except DemosetError as exc:
             raise WriteError(exc.message, self.path) from None
         self.image_compression = str(self.compression) if self.compression.enabled else None
+        self.stats = stats
         self._closed = False
         self._h5: h5py.File | None = None
         self._lock: WriterLock | None = None
@@ -231,6 +236,7 @@ class DatasetWriter:
                         ) from None
                     except OSError:  # a filesystem without hard links
                         os.replace(tmp, self.path)
+                fsync_dir(self.path)  # the name too survives a power cut (test_power_loss.py)
             except BaseException:
                 lock.release()
                 raise
@@ -362,7 +368,7 @@ class DatasetWriter:
                 elif self._jf is not None:
                     self._jf.sync()
             if self.atomic:
-                os.replace(self._write_path, self.path)
+                replace_durably(self._write_path, self.path)
         except (OSError, DemosetError) as exc:
             raise self._failure(exc) from None
         finally:
@@ -537,6 +543,8 @@ class DatasetWriter:
                 )
             for key, value in (attrs or {}).items():
                 grp.attrs[key] = value
+            if self.stats:  # in the same commit as the demo: both or neither
+                write_demo_stats(h5, demo, stats_of_arrays(arrays, n))
             h5.flush()
             h5.move(f"/{C.STAGING_GROUP}/{demo}", f"/{C.DATA_GROUP}/{demo}")
             del h5[C.STAGING_GROUP]

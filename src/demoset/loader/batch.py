@@ -1,10 +1,22 @@
 """Batches: what `__getitems__` returns and the collate function that makes it free.
 
 `SequenceDataset.__getitems__(indices)` gathers the whole batch at once (one numpy gather
-per key) and returns a `SampleBatch`: a read-only sequence of per-sample dicts (so torch's
-default collate works with it unchanged, stacking them again), which also carries the
-already-collated batch in `.data`. `collate` (pass `collate_fn=demoset.loader.collate` to a
-DataLoader) turns `.data` into tensors without copying: that is the fast path.
+per key) and returns a `SampleBatch`: a read-only sequence of per-sample dicts (`Sample`,
+a plain dict subclass), which also carries the already-collated batch in `.data`.
+
+Both ways a DataLoader collates are fast:
+
+- torch's default collate (no `collate_fn`, as robomimic's train.py builds its loader)
+  looks at the batch's first element and dispatches on its type through
+  `torch.utils.data._utils.collate.default_collate_fn_map`, the extension point torch
+  documents for this. `Sample` is registered there (`register_default_collate`): when the
+  batch it came from is a whole `SampleBatch`, the result is `.data` as tensors, without
+  stacking the samples again; any other list of samples (a user's collate_fn passing a
+  slice or its own list on) is collated key by key exactly as torch collates dicts.
+- `collate` (`collate_fn=demoset.loader.collate`) does the same directly.
+
+A user's own collate_fn still gets the `SampleBatch`: `len()`, indexing and iteration give
+per-sample dicts, `.data` the collated numpy batch.
 """
 
 from __future__ import annotations
@@ -22,11 +34,23 @@ def tree_map(fn, tree):
     return fn(tree)
 
 
-def sample_of(batch: Mapping[str, Any], i: int) -> dict:
-    """Sample `i` of a collated batch, as a dict of views (index as a Python int)."""
-    out = {}
+class Sample(dict):
+    """One sample of a `SampleBatch`: a plain dict of numpy views (nested groups are
+    plain dicts). Its own type only so that torch's default collate can recognise a
+    batch of them (see the module docstring)."""
+
+    __slots__ = ()
+
+
+def sample_of(batch: Mapping[str, Any], i: int, top: type = dict) -> dict:
+    """Sample `i` of a collated batch, as a dict of views (index as a Python int).
+
+    Batches are plain dicts of arrays: `type(...) is dict` costs a tenth of an
+    isinstance check against Mapping, and torch's default collate asks every batch for
+    its first sample (half the time that adds went to those checks)."""
+    out = top()
     for key, value in batch.items():
-        if isinstance(value, Mapping):
+        if type(value) is dict:
             out[key] = sample_of(value, i)
         elif key == "index":
             out[key] = int(value[i])
@@ -59,7 +83,7 @@ class SampleBatch(Sequence):
             i += self._size
         if not 0 <= i < self._size:
             raise IndexError(i)
-        return sample_of(self.data, i)
+        return sample_of(self.data, i, Sample)
 
     def __repr__(self) -> str:
         return f"SampleBatch({self._size} samples)"
@@ -132,3 +156,32 @@ def collate(batch):
     from torch.utils.data import default_collate
 
     return default_collate(batch)
+
+
+def _collate_samples(batch, *, collate_fn_map=None):
+    """torch's default collate of a batch whose first element is a `Sample`.
+
+    A whole `SampleBatch` becomes its gathered arrays as tensors (no copy); any other
+    sequence of samples is collated key by key, as torch collates dicts.
+    """
+    if isinstance(batch, SampleBatch):
+        return to_torch(batch.data, batch.shared)
+    from torch.utils.data._utils.collate import collate as torch_collate
+
+    first = batch[0]
+    return {
+        key: torch_collate([sample[key] for sample in batch], collate_fn_map=collate_fn_map)
+        for key in first
+    }
+
+
+def register_default_collate() -> None:
+    """Teach torch's default collate the fast path for `SampleBatch` (idempotent).
+
+    Registers `Sample` in torch's `default_collate_fn_map` (the documented way to extend
+    `default_collate`); done on import of `demoset.loader.sequence`, so spawned DataLoader
+    workers, which import it to unpickle the dataset, have it too.
+    """
+    from torch.utils.data._utils.collate import default_collate_fn_map
+
+    default_collate_fn_map.setdefault(Sample, _collate_samples)

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from demoset.errors import LayoutError
-from demoset.format.compression import read_failure
+from demoset.format import read_failure
 
 HANDLES = 512
 """Resolved dataset handles kept per process (each holds a little HDF5 memory)."""

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from demoset.loader.copying import deferred_copies
-from demoset.loader.index import Windows
+from demoset.loader.alloc import BatchPlan
+from demoset.loader.arrays import FileArray
 from demoset.loader.shifted import next_obs_follows
-from demoset.loader.store import FileArray, new_batch_array
 
 UNKNOWN, BREAKS, FOLLOWS = -1, 0, 1
 
@@ -35,17 +34,18 @@ class FilePair:
         self.rule = np.zeros(0, dtype=np.int8)
         """Per demo: FOLLOWS, BREAKS or UNKNOWN (not looked at yet in this process)."""
 
-    def gather(self, group: str, win: Windows) -> np.ndarray:
-        return (self.next if group == "next_obs" else self.obs).gather_windows(win)
+    def gather(self, group: str, plan: BatchPlan) -> np.ndarray:
+        return (self.next if group == "next_obs" else self.obs).gather_windows(plan)
 
-    def gather_both(self, win: Windows) -> tuple[np.ndarray, np.ndarray]:
+    def gather_both(self, plan: BatchPlan) -> tuple[np.ndarray, np.ndarray]:
         """(obs, next_obs) windows: views of one block read once when the batch has no
         padding and all its demos follow the rule, else two reads."""
+        win = plan.win
         if win.padded or not self.follows(win.demo).all():
-            return self.gather("obs", win), self.gather("next_obs", win)
+            return self.gather("obs", plan), self.gather("next_obs", plan)
         length = win.length
         shape = self.obs.frame_shape
-        block = new_batch_array((win.size, length + 1, *shape), self.obs.dtype)
+        block = plan.empty((win.size, length + 1, *shape), self.obs.dtype)
         demo_length = self._lengths()[win.demo]
         begin = win.begin
         stop = np.minimum(begin + length + 1, demo_length)
@@ -55,9 +55,10 @@ class FilePair:
             if at_end.size:
                 last = demo_length[at_end] - 1
                 demo = win.demo[at_end]
-                block[at_end, length] = self.next.gather_frames(last, demo, last)
+                block[at_end, length] = self.next.gather_frames(last, demo, last, plan)
 
-        self.obs._read(block, win.demo, begin, stop, np.zeros_like(begin), final_frames)
+        self.obs.read_windows(block, win.demo, begin, stop, np.zeros_like(begin))
+        final_frames()
         return block[:, :length], block[:, 1:]
 
     def _lengths(self) -> np.ndarray:
@@ -80,6 +81,5 @@ class FilePair:
         length = int(self._lengths()[d])
         out = np.empty((1, length, *array.frame_shape), dtype=array.dtype)
         zero = np.zeros(1, dtype=np.int64)
-        with deferred_copies():  # a block of its own: read when it ends, not with the batch
-            array._read(out, np.array([d]), zero, np.array([length]), zero)
+        array.read_windows(out, np.array([d]), zero, np.array([length]), zero)
         return out[0]

@@ -19,9 +19,9 @@ import torch.utils.data
 
 from demoset.errors import ConfigError
 from demoset.loader import stats as S
+from demoset.loader.alloc import batch_array
 from demoset.loader.batch import SampleBatch, sample_of
 from demoset.loader.sequence import SequenceDataset
-from demoset.loader.store import new_batch_array, shared_outputs
 
 _SAME = (
     "obs_keys",
@@ -107,16 +107,21 @@ class MetaDataset(torch.utils.data.Dataset):
 
     def get_batch(self, indices) -> dict:
         """Collated batch (numpy) of global indices; "index" holds the global indices."""
+        return self._get_batch(indices)
+
+    def _get_batch(self, indices, shared: dict | None = None) -> dict:
+        """The collated batch; big arrays in shared memory, registered in `shared`, when
+        that is a registry (DataLoader workers: see `alloc.py`)."""
         ids = np.asarray(indices, dtype=np.int64).reshape(-1)
         which, local = self.locate(ids)
         parts = []
         for d in np.unique(which):
             rows = np.flatnonzero(which == d)
-            parts.append((rows, self.datasets[int(d)].get_batch(local[rows])))
+            parts.append((rows, self.datasets[int(d)]._get_batch(local[rows], shared)))
         if len(parts) == 1:
             out = parts[0][1]
         else:
-            out = _scatter(parts, len(ids))
+            out = _scatter(parts, len(ids), shared)
         out["index"] = np.where(ids < 0, ids + len(self), ids)
         return out
 
@@ -127,8 +132,7 @@ class MetaDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices) -> SampleBatch:
         shared = {} if torch.utils.data.get_worker_info() is not None else None
-        with shared_outputs(shared):
-            data = self.get_batch(indices)
+        data = self._get_batch(indices, shared)
         return SampleBatch(data, len(data["index"]), shared)
 
     def refresh(self) -> int:
@@ -170,15 +174,15 @@ class MetaDataset(torch.utils.data.Dataset):
         return f"MetaDataset({len(self.datasets)} datasets, {len(self)} samples, weights={self.weights.tolist()})"
 
 
-def _scatter(parts, size: int) -> dict:
+def _scatter(parts, size: int, shared: dict | None) -> dict:
     """Merge per-dataset batches back into the original order."""
     rows0, first = parts[0]
 
     def build(template, getter):
         if isinstance(template, dict):
             return {k: build(v, lambda b, k=k, g=getter: g(b)[k]) for k, v in template.items()}
-        out = new_batch_array(
-            (size, *template.shape[1:]), np.result_type(*(getter(b) for _, b in parts))
+        out = batch_array(
+            (size, *template.shape[1:]), np.result_type(*(getter(b) for _, b in parts)), shared
         )
         for rows, batch in parts:
             out[rows] = getter(batch)

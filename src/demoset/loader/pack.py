@@ -17,14 +17,9 @@ import math
 
 import numpy as np
 
-from demoset.loader.index import Windows
-from demoset.loader.store import (
-    DemoReader,
-    RamArray,
-    byte_offsets,
-    new_batch_array,
-    read_by_offsets,
-)
+from demoset.loader.alloc import BatchPlan
+from demoset.loader.arrays import RamArray
+from demoset.loader.reader import DemoReader, byte_offsets, read_by_offsets
 
 
 def packable(frame_shape: tuple[int, ...]) -> bool:
@@ -108,15 +103,16 @@ class RamPack(RamArray):
     def column(self, key: str) -> PackColumn:
         return PackColumn(self, key)
 
-    def gather_columns(self, win: Windows, keys) -> dict[str, np.ndarray]:
+    def gather_columns(self, plan: BatchPlan, keys) -> dict[str, np.ndarray]:
         """{key: (B, T, ...)} of the windows for member `keys`: views of one gathered block.
 
         The views are not contiguous (each key's columns of the block's rows); numpy and
         torch handle them as any array, and copying them apart would cost more than the
         take saves.
         """
+        win = plan.win
         rows = win.flat_frames
-        block = new_batch_array((len(rows), self.frame_shape[0]), np.uint8)
+        block = plan.empty((len(rows), self.frame_shape[0]), np.uint8)
         self._data.take(rows, axis=0, out=block, mode="clip")
         records = block.view(self._record).reshape(win.flat.shape)  # (B, T) records
         return {key: records[key] for key in keys}
@@ -142,11 +138,13 @@ class PackColumn:
     def truncate(self, frames: int, count: int) -> None:
         pass
 
-    def gather_windows(self, win: Windows) -> np.ndarray:
-        return self.pack.gather_columns(win, [self.key])[self.key]
+    def gather_windows(self, plan: BatchPlan) -> np.ndarray:
+        return self.pack.gather_columns(plan, [self.key])[self.key]
 
-    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        out = new_batch_array((len(flat), *self.frame_shape), self.dtype)
+    def gather_frames(
+        self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray, plan: BatchPlan
+    ) -> np.ndarray:
+        out = plan.empty((len(flat), *self.frame_shape), self.dtype)
         rows = self.pack._data.take(flat, axis=0, mode="clip")
         out[...] = self.pack.typed(rows, self.key)
         return out

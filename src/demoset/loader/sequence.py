@@ -13,62 +13,37 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch.utils.data
 
 from demoset.errors import ConfigError, LayoutError
-from demoset.format.demofile import DemoFile
-from demoset.format.h5io import guarded_method
+from demoset.format import DemoFile, guarded_method, read_stats
 from demoset.loader import stats as S
-from demoset.loader.batch import SampleBatch, sample_of
-from demoset.loader.copying import auto_copy_threads, copy_threads, deferred_copies, tuner
-from demoset.loader.file_pair import FilePair
-from demoset.loader.index import WindowIndex, Windows
-from demoset.loader.pack import RamPack, packable
-from demoset.loader.shifted import ShiftedPair
-from demoset.loader.store import (
-    DemoReader,
-    FileArray,
-    RamArray,
-    ZeroArray,
-    new_batch_array,
-    release_free_heap,
-    resolve_arrays,
-    shared_outputs,
-)
+from demoset.loader.alloc import BatchPlan, release_free_heap
+from demoset.loader.batch import SampleBatch, register_default_collate, sample_of
+from demoset.loader.index import WindowIndex
+from demoset.loader.layout import ArrayLayout, bytes_per_frame, is_image_like, plan_layout
+from demoset.loader.reader import DemoReader, resolve_arrays
 from demoset.memory import ensure_fits, format_bytes
+
+register_default_collate()  # torch's default collate takes the SampleBatch fast path
 
 CACHE_MODES = ("all", "low_dim", None)
 DEMOS_PER_STEP = 16
 IMAGE_FORMATS = ("hwc_uint8", "chw_float")
 
 
-def is_image_like(frame_shape: tuple[int, ...]) -> bool:
-    """Per-step shape (H, W, C): camera images and depth maps (robomimic's rgb / depth)."""
-    return len(frame_shape) == 3
-
-
-def to_chw_float(x: np.ndarray) -> np.ndarray:
+def to_chw_float(x: np.ndarray, plan: BatchPlan) -> np.ndarray:
     """(..., H, W, C) -> float32 (..., C, H, W); uint8 scaled to [0, 1] as robomimic's process_frame."""
     moved = np.moveaxis(x, -1, -3)
-    out = new_batch_array(moved.shape, np.float32)
+    out = plan.empty(moved.shape, np.float32)
     if x.dtype == np.uint8:
         np.divide(moved, np.float32(255.0), out=out)
     else:
         out[...] = moved
     return out
-
-
-def _nbytes(batch: dict, key: str) -> int:
-    """Bytes of batch array `key` ("obs/agentview_image", "actions", ...)."""
-    if key in batch:  # dataset keys, "action_dict/..." included, sit at the top
-        return int(getattr(batch[key], "nbytes", 0))
-    group, _, name = key.partition("/")
-    value = batch.get(group)
-    return int(getattr(value.get(name) if isinstance(value, dict) else None, "nbytes", 0))
 
 
 class SequenceDataset(torch.utils.data.Dataset):
@@ -103,11 +78,6 @@ class SequenceDataset(torch.utils.data.Dataset):
       same where it works). Image keys are never normalised.
     - stats_cache: keep normalisation moments in a file beside the dataset (default True).
     - progress: optional `progress(done, total)` callback while caching (frames).
-    - copy_threads: threads that share a batch's big copies (image windows); None means
-      up to the CPUs available (at most 4; 1 inside a DataLoader worker), using 1 or all of
-      them by which has lately been faster on this machine. Above 1, gathers from RAM run
-      on torch's own CPU threads (`torch.set_num_threads`), reads from the file on helper
-      threads (see `copying.py`).
     - next_obs_views: where an image key's next_obs is its obs one step on, a batch
       without padded windows gets its obs and next_obs as two views of one block (cached:
       `shifted.py`, which also holds them once; from the file: `file_pair.py`): an
@@ -145,7 +115,6 @@ class SequenceDataset(torch.utils.data.Dataset):
         image_format: str = "hwc_uint8",
         stats_cache: bool = True,
         progress: Callable[[int, int], None] | None = None,
-        copy_threads: int | None = None,
         next_obs_views: bool = True,
     ):
         super().__init__()
@@ -167,9 +136,6 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise ConfigError(
                 f"image_format must be 'hwc_uint8' or 'chw_float', got {image_format!r}"
             )
-        if copy_threads is not None and int(copy_threads) < 1:
-            raise ConfigError(f"copy_threads must be at least 1, got {copy_threads}")
-        self.copy_threads = None if copy_threads is None else int(copy_threads)
         self.next_obs_views = bool(next_obs_views)
         if demo_limit is not None and int(demo_limit) < 1:
             raise ConfigError(f"demo_limit must be a positive number of demos, got {demo_limit}")
@@ -217,7 +183,14 @@ class SequenceDataset(torch.utils.data.Dataset):
                 where = f"filter key {filter_key!r}" if filter_key else "the file"
                 raise ConfigError(f"{where} has no demos to load", self.path)
             self._specs = self._resolve_specs(df, demos[0])
-            self._plan_arrays()
+            self._layout: ArrayLayout = plan_layout(
+                self._specs,
+                self.obs_keys,
+                self._sample_keys,
+                self.load_next_obs,
+                self.cache_mode,
+                self._reader,
+            )
             finish = self._add_demos(df, demos, progress)
         finish()
         del finish, df  # their temporaries (byte offsets, HDF5 objects) go before the trim
@@ -285,105 +258,13 @@ class SequenceDataset(torch.utils.data.Dataset):
                 )
         return specs
 
-    def _cached(self, key: str) -> bool:
-        spec = self._specs[key]
-        if spec is None or self.cache_mode == "all":
-            return True
-        if self.cache_mode is None:
-            return False
-        is_obs = key.startswith("obs/") or key.startswith("next_obs/")
-        return not (is_obs and is_image_like(spec[0]))
-
-    def _pairable(self, key: str) -> bool:
-        """obs and next_obs of `key` are frames (not vectors) of one shape and dtype, both
-        cached or both read from the file: they may share memory (shifted.py, file_pair.py)."""
-        if not self.load_next_obs:
-            return False
-        obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
-        spec = self._specs[obs_key]
-        return (
-            not packable(spec[0])
-            and self._specs[next_key] == spec
-            and self._cached(obs_key) == self._cached(next_key)
-        )
-
-    def _plan_arrays(self) -> None:
-        """Decide where each array lives (`_arrays`: key -> RamArray / FileArray / ZeroArray)."""
-        arrays: dict = {}
-        packed: dict = {}  # cached keys with scalar or vector steps: one pack for all
-        self._pairs: list[tuple[ShiftedPair | FilePair, str, str]] = []
-        pairable = [key for key in self.obs_keys if self._pairable(key)]
-        for key in pairable:
-            obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
-            spec = self._specs[obs_key]
-            if self._cached(obs_key):  # held once while next_obs is obs one step on
-                pair = ShiftedPair(key, spec[0], spec[1])
-                arrays[obs_key], arrays[next_key] = pair.side("obs"), pair.side("next_obs")
-                arrays[f"\0pair/{key}"] = pair  # loaded, grown and counted like any array
-                self._pairs.append((pair, obs_key, next_key))
-        for key, spec in self._specs.items():
-            if key in arrays:
-                continue
-            if spec is None:
-                arrays[key] = ZeroArray()
-                continue
-            shape, stored = spec
-            if self._cached(key):
-                # dataset keys are served as float32 (robomimic's cache does the same)
-                dtype = np.dtype(np.float32) if key in self._sample_keys else stored
-                if packable(shape):
-                    packed[key] = (shape, stored, dtype)
-                else:
-                    arrays[key] = RamArray(key, shape, dtype, stored)
-            else:
-                arrays[key] = FileArray(key, shape, stored, self._reader)
-        self._packs: list[RamPack] = []
-        if len(packed) == 1:
-            [(key, (shape, stored, dtype))] = packed.items()
-            arrays[key] = RamArray(key, shape, dtype, stored)
-        elif packed:
-            pack = RamPack(packed)
-            self._packs.append(pack)
-            for key in packed:
-                arrays[key] = pack.column(key)
-            arrays["\0pack"] = pack  # loaded, grown and counted like any array
-        # what a batch gathers: the packs' members at once, every other key on its own
-        groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
-        keys = self._sample_keys + tuple(f"{g}/{k}" for g in groups for k in self.obs_keys)
-        self._pack_members = [
-            (pack, [k for k in pack.members if k in keys]) for pack in self._packs
-        ]
-        for key in pairable:
-            obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
-            obs, nxt = arrays[obs_key], arrays[next_key]
-            if isinstance(obs, FileArray):  # read once where next_obs is obs one step on
-                self._pairs.append((FilePair(obs, nxt), obs_key, next_key))
-        in_packs = {k for _, members in self._pack_members for k in members}
-        in_pairs = {k for _, obs_key, next_key in self._pairs for k in (obs_key, next_key)}
-        self._single_keys = [k for k in keys if k not in in_packs and k not in in_pairs]
-        self._reads_file = any(isinstance(arrays[k], FileArray) for k in keys)
-        self._arrays = arrays
-
-    def _bytes_per_frame(self, which: str) -> int:
-        total = 0
-        for key, spec in self._specs.items():
-            if spec is None:
-                continue
-            shape, dtype = spec
-            if key in self._sample_keys:
-                dtype = np.dtype(np.float32)
-            image = (key.startswith("obs/") or key.startswith("next_obs/")) and is_image_like(shape)
-            if which == "all" or (which == "low_dim" and not image):
-                total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        return total
-
     def _check_memory(self, frames: int, what: str) -> None:
         if self.cache_mode is None:
             return
-        need = frames * self._bytes_per_frame(self.cache_mode)
+        need = frames * bytes_per_frame(self._specs, self._sample_keys, self.cache_mode)
         suggestion = None
         if self.cache_mode == "all":
-            low = frames * self._bytes_per_frame("low_dim")
+            low = frames * bytes_per_frame(self._specs, self._sample_keys, "low_dim")
             suggestion = (
                 f"use cache_mode='low_dim' (needs {format_bytes(low)}) to read images from the file"
                 if low < need
@@ -452,7 +333,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         frames, count = int(self._lengths.sum()), len(self.demos)
         finishers = []
         try:
-            for array in self._arrays.values():
+            for array in self._layout.storage:
                 array.reserve(int(all_lengths.sum()), len(all_lengths))
             # a few demos at a time: every open HDF5 dataset costs ~20 KB that HDF5 keeps
             for at in range(0, len(demos), DEMOS_PER_STEP):
@@ -462,7 +343,7 @@ class SequenceDataset(torch.utils.data.Dataset):
                 )
                 for demo, length in zip(part, part_lengths):
                     self._check_demo(df, demo, int(length))
-                for array in self._arrays.values():
+                for array in self._layout.storage:
                     finishers.append(array.append(self._reader, part, part_lengths, step))
                 self._reader.forget()
         except BaseException:
@@ -485,16 +366,21 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def _truncate(self, frames: int, count: int) -> None:
         """Forget frames and demos added by an append that failed half-way."""
-        for array in self._arrays.values():
+        for array in self._layout.storage:
             array.truncate(frames, count)
 
     # ------------------------------------------------------------------ stats
     def _moments(self, key: str) -> S.Moments:
-        array = self._arrays[key]
+        array = self._layout.arrays[key]
         starts = self._index.starts
 
         def compute() -> S.Moments:
             with self._reader.session():
+                stored = read_stats(self._reader.demofile().h5, key, self.demos, self._lengths)
+                if stored is not None:  # statistics stored in the file: no pass over the data
+                    return S.merge_moments(
+                        S.Moments(p.count, p.mean, p.m2, p.min, p.max) for p in stored
+                    )
                 parts = array.demo_arrays(self._reader, self.demos, self._lengths, starts)
                 return S.compute_moments(parts)
 
@@ -581,8 +467,7 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def cached_bytes(self) -> int:
         """Bytes of arrays held in RAM (shared memory)."""
-        held = (RamArray, ShiftedPair)
-        return int(sum(a.nbytes for a in self._arrays.values() if isinstance(a, held)))
+        return self._layout.cached_bytes
 
     def __repr__(self) -> str:
         return (
@@ -592,22 +477,22 @@ class SequenceDataset(torch.utils.data.Dataset):
         )
 
     # ------------------------------------------------------------------ fetching
-    def _obs_group(self, group: str, raw: dict, win: Windows) -> dict[str, np.ndarray]:
+    def _obs_group(self, group: str, raw: dict, plan: BatchPlan) -> dict[str, np.ndarray]:
         keys = self._group_keys[group]
         if (self.normalize_obs and self._obs_stats) or self.image_format == "chw_float":
-            out = {key: self._finish_obs(key, raw[name]) for key, name in keys}
+            out = {key: self._finish_obs(key, raw[name], plan) for key, name in keys}
         else:  # served as stored
             out = {key: raw[name] for key, name in keys}
         if self.get_pad_mask:
-            out["pad_mask"] = win.valid[..., None]
+            out["pad_mask"] = plan.win.valid[..., None]
         return out
 
-    def _finish_obs(self, key: str, x: np.ndarray) -> np.ndarray:
+    def _finish_obs(self, key: str, x: np.ndarray, plan: BatchPlan) -> np.ndarray:
         if self.normalize_obs and self._obs_stats is not None and key in self._obs_stats:
             stats = self._obs_stats[key]
             x = (x - stats["mean"]) / stats["std"]
         elif self.image_format == "chw_float" and is_image_like(self._specs[f"obs/{key}"][0]):
-            x = to_chw_float(x)
+            x = to_chw_float(x, plan)
         return x
 
     def _actions(self, out: dict) -> np.ndarray:
@@ -624,62 +509,52 @@ class SequenceDataset(torch.utils.data.Dataset):
             return parts[0]
         return np.concatenate(parts, axis=-1)
 
-    def _gather_big(self, win: Windows, raw: dict, threads: int) -> None:
-        """Keys not in a pack (images, mostly): every array's copy at once, over the copy threads."""
-        with copy_threads(threads), deferred_copies():
-            for key in self._single_keys:
-                raw[key] = self._arrays[key].gather_windows(win)
-            for pair, obs_key, next_key in self._pairs:
-                if self.next_obs_views:
-                    raw[obs_key], raw[next_key] = pair.gather_both(win)
-                else:
-                    raw[obs_key] = pair.gather("obs", win)
-                    raw[next_key] = pair.gather("next_obs", win)
+    def _gather(self, plan: BatchPlan) -> dict[str, np.ndarray]:
+        """{array key: (B, T, ...)} of every key the batch reads: one take per pack, one
+        gather (or file read) per pair or other key."""
+        layout = self._layout
+        raw: dict[str, np.ndarray] = {}
+        for pack, members in layout.packs:
+            raw.update(pack.gather_columns(plan, members))
+        for key in layout.singles:
+            raw[key] = layout.arrays[key].gather_windows(plan)
+        for pair, obs_key, next_key in layout.pairs:
+            if self.next_obs_views:
+                raw[obs_key], raw[next_key] = pair.gather_both(plan)
+            else:
+                raw[obs_key] = pair.gather("obs", plan)
+                raw[next_key] = pair.gather("next_obs", plan)
+        return raw
 
     @guarded_method  # h5py errors on a damaged file become one LayoutError
     def get_batch(self, indices) -> dict:
         """The collated batch of samples `indices` as a dict of numpy arrays ([B, T, ...])."""
         return self._get_batch(indices)
 
-    def _get_batch(self, indices) -> dict:
-        if not (self._single_keys or self._pairs):
-            return self._build_batch(indices, 1)
-        if self.copy_threads is not None:
-            return self._build_batch(indices, self.copy_threads)
-        # automatic: 1 or all threads, by the speed whole batches reached with each lately
-        threads = tuner.choose(auto_copy_threads())
-        started = time.perf_counter()
-        out = self._build_batch(indices, threads)
-        big = self._single_keys + [k for _, o, n in self._pairs for k in (o, n)]
-        nbytes = sum(_nbytes(out, key) for key in big)
-        tuner.record(threads, nbytes, time.perf_counter() - started)
-        return out
-
-    def _build_batch(self, indices, threads: int) -> dict:
+    def _get_batch(self, indices, shared: dict | None = None) -> dict:
+        """The collated batch; its big arrays in shared memory, registered in `shared`, when
+        that is a registry (DataLoader workers: see `alloc.py`)."""
         ids = self._index.check_indices(indices)
-        win = self._index.windows(ids)
-        groups = ("obs", "next_obs") if self.load_next_obs else ("obs",)
+        plan = BatchPlan(self._index.windows(ids), shared)
+        win = plan.win
         out: dict = {}
-        with self._reader.session() if self._reads_file else contextlib.nullcontext():
-            raw = {}
-            for pack, members in self._pack_members:
-                raw.update(pack.gather_columns(win, members))
-            if self._single_keys or self._pairs:
-                self._gather_big(win, raw, threads)
+        reading = self._reader.session() if self._layout.reads_file else contextlib.nullcontext()
+        with reading:
+            raw = self._gather(plan)
             for key in self._sample_keys:
                 x = raw[key]
                 out[key] = x if x.dtype == np.float32 else x.astype(np.float32)
             if self.get_pad_mask:
                 out["pad_mask"] = win.valid[..., None]
-            for group in groups:
-                out[group] = self._obs_group(group, raw, win)
+            for group in ("obs", "next_obs") if self.load_next_obs else ("obs",):
+                out[group] = self._obs_group(group, raw, plan)
             if self.goal_mode == "last":
                 goal = {}
                 for key in self.obs_keys:
-                    x = self._arrays[f"next_obs/{key}"].gather_frames(
-                        win.goal, win.demo, win.goal_step
+                    x = self._layout.arrays[f"next_obs/{key}"].gather_frames(
+                        win.goal, win.demo, win.goal_step, plan
                     )
-                    goal[key] = self._finish_obs(key, x)
+                    goal[key] = self._finish_obs(key, x, plan)
                 if self.get_pad_mask:
                     goal["pad_mask"] = np.ones((win.size, 1), dtype=bool)
                 out["goal_obs"] = goal
@@ -700,14 +575,10 @@ class SequenceDataset(torch.utils.data.Dataset):
         """Gather a whole batch at once (torch's DataLoader calls this with a batch of indices).
 
         In a DataLoader worker, big arrays are built in shared memory, so the batch travels
-        to the main process without another copy (with `collate_fn=demoset.loader.collate`).
+        to the main process without another copy (either collate path: see `batch.py`).
         """
-        if torch.utils.data.get_worker_info() is None:
-            data = self._get_batch(indices)
-            return SampleBatch(data, len(data["index"]))
-        shared: dict = {}
-        with shared_outputs(shared):
-            data = self._get_batch(indices)
+        shared = {} if torch.utils.data.get_worker_info() is not None else None
+        data = self._get_batch(indices, shared)
         return SampleBatch(data, len(data["index"]), shared)
 
     # ------------------------------------------------------------------ follow mode

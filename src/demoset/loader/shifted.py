@@ -20,14 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from demoset.loader.index import Windows
-from demoset.loader.store import (
-    DemoReader,
-    RamArray,
-    byte_offsets,
-    new_batch_array,
-    read_by_offsets,
-)
+from demoset.loader.alloc import BatchPlan
+from demoset.loader.arrays import RamArray
+from demoset.loader.reader import DemoReader, byte_offsets, read_by_offsets
 
 
 def next_obs_follows(obs: np.ndarray, nxt: np.ndarray) -> bool:
@@ -148,31 +143,33 @@ class ShiftedPair:
         return RamArray(f"{group}/{self.key}", self.frame_shape, self.dtype, self.stored_dtype)
 
     # ------------------------------------------------------------------ reading
-    def gather(self, group: str, win: Windows) -> np.ndarray:
+    def gather(self, group: str, plan: BatchPlan) -> np.ndarray:
         if self.split is not None:
-            return self.split[group == "next_obs"].gather_windows(win)
-        out = new_batch_array((win.size, win.length, *self.frame_shape), self.dtype)
+            return self.split[group == "next_obs"].gather_windows(plan)
+        win = plan.win
+        out = plan.empty((win.size, win.length, *self.frame_shape), self.dtype)
         rows = win.shifted_rows(int(group == "next_obs"))
         self.rows.take_into(rows, out.reshape((-1, *self.frame_shape)))
         return out
 
-    def gather_both(self, win: Windows) -> tuple[np.ndarray, np.ndarray]:
+    def gather_both(self, plan: BatchPlan) -> tuple[np.ndarray, np.ndarray]:
         """(obs, next_obs) windows: views of one block of T + 1 rows per window when the
         batch has no padding, else two gathers."""
+        win = plan.win
         if self.split is not None or win.padded:
-            return self.gather("obs", win), self.gather("next_obs", win)
+            return self.gather("obs", plan), self.gather("next_obs", plan)
         length = win.length
-        block = new_batch_array((win.size, length + 1, *self.frame_shape), self.dtype)
+        block = plan.empty((win.size, length + 1, *self.frame_shape), self.dtype)
         rows = win.shifted_rows(0, span=length + 1)
         self.rows.take_into(rows, block.reshape((-1, *self.frame_shape)))
         return block[:, :length], block[:, 1:]
 
     def gather_frames(
-        self, group: str, flat: np.ndarray, demo: np.ndarray, step: np.ndarray
+        self, group: str, flat: np.ndarray, demo: np.ndarray, step: np.ndarray, plan: BatchPlan
     ) -> np.ndarray:
         if self.split is not None:
-            return self.split[group == "next_obs"].gather_frames(flat, demo, step)
-        out = new_batch_array((len(flat), *self.frame_shape), self.dtype)
+            return self.split[group == "next_obs"].gather_frames(flat, demo, step, plan)
+        out = plan.empty((len(flat), *self.frame_shape), self.dtype)
         self.rows.take_into(flat + demo + (group == "next_obs"), out)
         return out
 
@@ -209,11 +206,13 @@ class PairSide:
     def truncate(self, frames: int, count: int) -> None:
         pass
 
-    def gather_windows(self, win: Windows) -> np.ndarray:
-        return self.pair.gather(self.group, win)
+    def gather_windows(self, plan: BatchPlan) -> np.ndarray:
+        return self.pair.gather(self.group, plan)
 
-    def gather_frames(self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        return self.pair.gather_frames(self.group, flat, demo, step)
+    def gather_frames(
+        self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray, plan: BatchPlan
+    ) -> np.ndarray:
+        return self.pair.gather_frames(self.group, flat, demo, step, plan)
 
     def demo_arrays(self, reader, demos, lengths, starts):
         return self.pair.demo_arrays(self.group, starts, lengths)

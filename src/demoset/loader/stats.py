@@ -114,6 +114,16 @@ def compute_moments(arrays: Iterable[np.ndarray]) -> Moments:
     return total
 
 
+def merge_moments(parts: Iterable[Moments]) -> Moments:
+    """Moments of the union of `parts`, merged in order (as compute_moments merges blocks)."""
+    total: Moments | None = None
+    for part in parts:
+        total = part if total is None else total.merge(part)
+    if total is None:
+        raise ConfigError("no frames to compute statistics from (no demos selected?)")
+    return total
+
+
 # ---------------------------------------------------------------------------- robomimic rules
 def obs_normalization_stats(moments: Mapping[str, Moments]) -> dict[str, dict[str, np.ndarray]]:
     """robomimic's observation stats: {key: {"mean": [1, ...], "std": [1, ...]}} as float32."""

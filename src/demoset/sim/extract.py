@@ -98,7 +98,7 @@ def source_env_meta(df) -> EnvMeta:
         return meta
     attrs = df.data_attrs()
     if "env" in attrs and "env_info" in attrs:
-        from demoset.convert.robosuite_raw import env_meta_from_raw_attrs
+        from demoset.format import env_meta_from_raw_attrs
 
         return env_meta_from_raw_attrs(attrs, df.path)
     raise SimulationError(
@@ -355,7 +355,11 @@ def extract_obs(
     if options.depth and not options.camera_names:
         raise SimulationError("depth needs camera names")
     with open_dataset(dataset) as df:
-        source_env_meta(df)  # fail early, before any process starts, if there is none
+        from demoset.sim.legacy_check import check_scene_rebuildable
+
+        # Fail early, before any process starts: no env_args, or a scene robosuite 1.x
+        # cannot rebuild (robosuite 0.x recordings).
+        check_scene_rebuildable(source_env_meta(df), dataset)
         demos = df.demos_for(filter_key)
         if n is not None:
             demos = demos[: max(int(n), 0)]

@@ -7,9 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from demoset.errors import SimulationError
-from demoset.format import EnvMeta
-from demoset.format.constants import ENV_TYPE_GYM, ENV_TYPE_IG_MOMART, ENV_TYPE_ROBOSUITE
-from demoset.format.env_meta import env_meta_from_dict
+from demoset.format import (
+    ENV_TYPE_GYM,
+    ENV_TYPE_IG_MOMART,
+    ENV_TYPE_ROBOSUITE,
+    EnvMeta,
+    env_meta_from_dict,
+)
 from demoset.sim.base import Env
 
 
@@ -54,8 +58,11 @@ def make_env(
     if isinstance(camera_names, str):
         camera_names = (camera_names,)
     if meta.env_type == ENV_TYPE_ROBOSUITE:
+        from demoset.sim.legacy_check import check_scene_rebuildable, recorded_version
         from demoset.sim.robosuite_env import RobosuiteEnv
 
+        check_scene_rebuildable(meta)
+        kwargs.setdefault("recorded_version", recorded_version(meta.extra))
         return RobosuiteEnv(
             meta.env_name,
             render_offscreen=render_offscreen,

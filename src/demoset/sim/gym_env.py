@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from demoset.errors import SimulationError
-from demoset.format import EnvMeta
-from demoset.format.constants import ENV_TYPE_GYM
+from demoset.format import ENV_TYPE_GYM, EnvMeta
 from demoset.sim.base import Env
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")

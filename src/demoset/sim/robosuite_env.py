@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from demoset.errors import SimulationError
-from demoset.format import EnvMeta
-from demoset.format.constants import ENV_TYPE_ROBOSUITE
+from demoset.format import ENV_TYPE_ROBOSUITE, EnvMeta
 from demoset.sim.base import Env
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
@@ -70,21 +69,6 @@ def _jsonable(value: Any) -> Any:
     return json.loads(
         json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
     )
-
-
-def _composite_controller(controller_configs: Any, robots: Any) -> Any:
-    """Controller configs stored by robosuite <= 1.4 (one arm part) made composite for 1.5."""
-    if not isinstance(controller_configs, dict):
-        return controller_configs
-    from robosuite.controllers.composite.composite_controller_factory import (
-        is_part_controller_config,
-        refactor_composite_controller_config,
-    )
-
-    if not is_part_controller_config(controller_configs):
-        return controller_configs
-    robot = robots[0] if isinstance(robots, (list, tuple)) and robots else robots
-    return refactor_composite_controller_config(controller_configs, str(robot), ["right"])
 
 
 # MjModel fields a MuJoCo rendering context copies when it is made (uploaded meshes,
@@ -152,6 +136,10 @@ class RobosuiteEnv(Env):
     which halves the cost of `reset_to` a stored model. `reuse_renderer` keeps the
     off-screen rendering context when `reset_to` loads a model whose meshes, textures and
     visual settings are those of the current one (see `_load_model_xml`).
+    `recorded_version` is the robosuite version that recorded the dataset (env_args'
+    env_version): a robosuite <= 1.4 recording gets its controller config mapped to
+    robosuite 1.5's (sim/legacy_controllers.py) and its stored models pointed at that
+    version's asset files (sim/legacy_assets.py).
     Other keyword arguments go to robosuite.make (e.g. robots, controller_configs,
     reward_shaping, horizon), as stored in a dataset's env_kwargs.
     """
@@ -166,9 +154,14 @@ class RobosuiteEnv(Env):
         use_depth: bool = False,
         fast_reset: bool = False,
         reuse_renderer: bool = True,
+        recorded_version: str | None = None,
         **env_kwargs: Any,
     ):
+        from demoset.sim.legacy_controllers import modern_env_kwargs
+
         robosuite = import_robosuite()
+        self._recorded_version = recorded_version
+        self._loading_stored_model = False
         self._reuse_renderer = bool(reuse_renderer)
         self._env_name = env_name
         self._camera_names = tuple(camera_names)
@@ -189,10 +182,7 @@ class RobosuiteEnv(Env):
                 camera_heights=int(camera_height),
                 camera_widths=int(camera_width),
             )
-        if "controller_configs" in kwargs:
-            kwargs["controller_configs"] = _composite_controller(
-                kwargs["controller_configs"], kwargs.get("robots")
-            )
+        kwargs = modern_env_kwargs(kwargs, recorded_version)
         self._init_kwargs = kwargs
         make_kwargs = copy.deepcopy(kwargs)
         if fast_reset:
@@ -207,12 +197,29 @@ class RobosuiteEnv(Env):
             raise SimulationError(
                 f"cannot create robosuite environment {env_name!r}: {first}"
             ) from None
+        # Stored models (and only they) get the recording version's asset files, after
+        # robosuite's own path edit, every time robosuite compiles one.
+        self.env._xml_processors.append(self._stored_model_assets)
+        from demoset.sim.legacy_controllers import is_legacy_version
+
+        if is_legacy_version(recorded_version):
+            from demoset.sim.legacy_obs import restore_legacy_observables
+
+            restore_legacy_observables(self.env, env_name)
         for name in self.env.observation_names:
             if "joint_pos" in name or "eef_vel" in name:
                 self.env.modify_observable(observable_name=name, attribute="active", modifier=True)
         self._state_size = self._flat_state_size()
 
     # ------------------------------------------------------------------ helpers
+    def _stored_model_assets(self, xml: str) -> str:
+        """robosuite XML processor: a stored model with its version's files, 1.5's names."""
+        if not self._loading_stored_model:
+            return xml
+        from demoset.sim.legacy_model import prepare_stored_model
+
+        return prepare_stored_model(xml, self._recorded_version)
+
     def _flat_state_size(self) -> int:
         model = self.env.sim.model
         return 1 + int(model.nq) + int(model.nv)
@@ -351,12 +358,17 @@ class RobosuiteEnv(Env):
                 self.env.set_ep_meta(ep_meta)
             with self._cameras_paused():  # the reset's own observation is thrown away
                 self.env.reset()
+                self._loading_stored_model = True
                 try:
                     self._load_model_xml(self.env.edit_model_xml(state["model"]))
+                except SimulationError:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - a bad XML shows up as many exception kinds
                     text = str(exc).strip()
                     first = text.splitlines()[0] if text else type(exc).__name__
                     raise SimulationError(f"cannot load the stored model XML: {first}") from None
+                finally:
+                    self._loading_stored_model = False
             self.env.sim.reset()
             self._state_size = self._flat_state_size()
         if "states" in state and state["states"] is not None:
@@ -462,11 +474,19 @@ class RobosuiteEnv(Env):
     def env_meta(self) -> EnvMeta:
         import robosuite
 
+        from demoset.sim.legacy_assets import needs_own_assets
+        from demoset.sim.legacy_check import RECORDED_VERSION_KEY
+
+        extra = {"env_version": robosuite.__version__}
+        if needs_own_assets(self._recorded_version, robosuite.__version__):
+            # The stored models still name the recording version's assets (env_version says
+            # which robosuite extracted the observations).
+            extra[RECORDED_VERSION_KEY] = self._recorded_version
         return EnvMeta(
             env_name=self._env_name,
             env_type=ENV_TYPE_ROBOSUITE,
             env_kwargs=_jsonable(self._init_kwargs),
-            extra={"env_version": robosuite.__version__},
+            extra=extra,
         )
 
     @property

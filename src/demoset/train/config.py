@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from demoset.errors import ConfigError
 
@@ -325,199 +326,198 @@ def _merge(defaults: dict, user: dict, path: str, source: str | None) -> dict:
     return out
 
 
-def _require(cond: bool, key: str, message: str, source: str | None) -> None:
-    if not cond:
-        raise ConfigError(f"config key '{key}' {message}", path=source)
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_values(cfg: dict, source: str | None) -> None:
-    """Reject values demoset cannot train with, naming the key."""
-    exp, train, algo, obs = cfg["experiment"], cfg["train"], cfg["algo"], cfg["observation"]
-    _require(cfg["algo_name"] == "bc", "algo_name", 'must be "bc" (BC and BC-RNN)', source)
-    for feature in ("gaussian", "vae", "transformer"):
-        enabled = isinstance(algo.get(feature), dict) and algo[feature].get("enabled", False)
-        _require(
-            not enabled, f"algo.{feature}.enabled", "is not supported by demoset train", source
-        )
-    for key in ("batch_size", "num_epochs", "seq_length", "frame_stack", "seed"):
-        _require(_is_int(train[key]), f"train.{key}", "must be an integer", source)
-    for key in ("batch_size", "seq_length", "frame_stack"):
-        _require(train[key] >= 1, f"train.{key}", "must be at least 1", source)
-    _require(train["num_epochs"] >= 0, "train.num_epochs", "must not be negative", source)
-    _require(
-        _is_int(train["num_data_workers"]) and train["num_data_workers"] >= 0,
-        "train.num_data_workers",
-        "must be a non-negative integer",
-        source,
-    )
-    _require(
-        train["hdf5_cache_mode"] in CACHE_MODES or isinstance(train["hdf5_cache_mode"], str),
-        "train.hdf5_cache_mode",
-        'must be "all", "low_dim" or null',
-        source,
-    )
-    _require(
-        train["action_normalization"] in (None, "min_max", "gaussian"),
-        "train.action_normalization",
-        'must be null, "min_max" or "gaussian"',
-        source,
-    )
-    _require(
-        train["goal_mode"] in (None, "last"), "train.goal_mode", 'must be null or "last"', source
-    )
-    for key in ("epoch_every_n_steps", "validation_epoch_every_n_steps"):
-        v = exp[key]
-        _require(
-            v is None or (_is_int(v) and v >= 1),
-            f"experiment.{key}",
-            "must be null or >= 1",
-            source,
-        )
-    every = exp["save"]["every_n_epochs"]
-    _require(
-        every is None or (_is_int(every) and every >= 1),
-        "experiment.save.every_n_epochs",
-        "must be null or >= 1",
-        source,
-    )
-    lr = algo["optim_params"]["policy"]["learning_rate"]
-    _require(
-        algo["optim_params"]["policy"]["optimizer_type"] in ("adam", "adamw"),
-        "algo.optim_params.policy.optimizer_type",
-        'must be "adam" or "adamw"',
-        source,
-    )
-    _require(
-        lr["scheduler_type"] in ("multistep", "linear"),
-        "algo.optim_params.policy.learning_rate.scheduler_type",
-        'must be "multistep" or "linear"',
-        source,
-    )
-    _require(
-        isinstance(lr["initial"], (int, float)) and lr["initial"] > 0,
-        "algo.optim_params.policy.learning_rate.initial",
-        "must be a positive number",
-        source,
-    )
-    if lr["scheduler_type"] == "linear":
-        _require(
-            len(lr["epoch_schedule"]) <= 1,
-            "algo.optim_params.policy.learning_rate.epoch_schedule",
-            "takes one end epoch for the linear schedule",
-            source,
-        )
-    _require(
-        isinstance(algo["actor_layer_dims"], (list, tuple))
-        and all(_is_int(d) and d > 0 for d in algo["actor_layer_dims"]),
-        "algo.actor_layer_dims",
-        "must be a list of positive integers",
-        source,
-    )
-    rnn, gmm = algo["rnn"], algo["gmm"]
-    _require(rnn["rnn_type"] in ("LSTM", "GRU"), "algo.rnn.rnn_type", "must be LSTM or GRU", source)
-    _require(
-        _is_int(rnn["horizon"]) and rnn["horizon"] >= 1, "algo.rnn.horizon", "must be >= 1", source
-    )
-    _require(
-        gmm["std_activation"] in ("softplus", "exp"),
-        "algo.gmm.std_activation",
-        "must be softplus or exp",
-        source,
-    )
-    _require(
-        _is_int(gmm["num_modes"]) and gmm["num_modes"] >= 1,
-        "algo.gmm.num_modes",
-        "must be >= 1",
-        source,
-    )
-    if not rnn["enabled"]:
-        _require(
-            train["seq_length"] == 1,
-            "train.seq_length",
-            "must be 1 for BC without an RNN (set algo.rnn.enabled for BC-RNN)",
-            source,
-        )
-    for group in ("obs", "goal"):
-        for modality, keys in obs["modalities"][group].items():
-            dotted = f"observation.modalities.{group}.{modality}"
-            _require(
-                isinstance(keys, (list, tuple)) and all(isinstance(k, str) for k in keys),
-                dotted,
-                "must be a list of observation keys",
-                source,
-            )
-            _require(
-                modality in SUPPORTED_MODALITIES or not keys,
-                dotted,
-                "is not supported by demoset train",
-                source,
-            )
-    _require(
-        any(obs["modalities"]["obs"][m] for m in SUPPORTED_MODALITIES),
-        "observation.modalities.obs",
-        "names no observation keys",
-        source,
-    )
-    for modality in ("rgb", "depth"):
-        enc = obs["encoder"][modality]
-        dotted = f"observation.encoder.{modality}"
-        _require(
-            enc["core_class"] == "VisualCore", f"{dotted}.core_class", "must be VisualCore", source
-        )
-        core = enc["core_kwargs"]
-        _require(core["flatten"] is True, f"{dotted}.core_kwargs.flatten", "must be true", source)
-        _require(
-            core["backbone_class"] == "ResNet18Conv",
-            f"{dotted}.core_kwargs.backbone_class",
-            "must be ResNet18Conv",
-            source,
-        )
-        _require(
-            not core["backbone_kwargs"]["pretrained"],
-            f"{dotted}.core_kwargs.backbone_kwargs.pretrained",
+# ---------------------------------------------------------------------------- value checks
+Rule = Callable[[Any], bool]
+
+
+class Check(NamedTuple):
+    """One row of the value checks: `rule(value at key)` must hold, else the ConfigError
+    "config key '<key>' <message>". `when(cfg)`, if given, says whether the row applies."""
+
+    key: str
+    rule: Rule
+    message: str
+    when: Callable[[dict], bool] | None = None
+
+
+def one_of(*choices: Any) -> Rule:
+    return lambda v: v in choices
+
+
+def at_least(low: int) -> Rule:
+    return lambda v: v >= low
+
+
+def null_or_int_at_least(low: int) -> Rule:
+    return lambda v: v is None or (_is_int(v) and v >= low)
+
+
+def positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and v > 0
+
+
+def positive_ints(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(_is_int(d) and d > 0 for d in v)
+
+
+def text_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(k, str) for k in v)
+
+
+def _rnn_off(cfg: dict) -> bool:
+    return not cfg["algo"]["rnn"]["enabled"]
+
+
+def _linear_schedule(cfg: dict) -> bool:
+    return cfg["algo"]["optim_params"]["policy"]["learning_rate"]["scheduler_type"] == "linear"
+
+
+_LR = "algo.optim_params.policy.learning_rate"
+
+
+def _encoder_checks(modality: str) -> list[tuple]:
+    enc = f"observation.encoder.{modality}"
+    core = f"{enc}.core_kwargs"
+    return [
+        (f"{enc}.core_class", one_of("VisualCore"), "must be VisualCore"),
+        (f"{core}.flatten", lambda v: v is True, "must be true"),
+        (f"{core}.backbone_class", one_of("ResNet18Conv"), "must be ResNet18Conv"),
+        (
+            f"{core}.backbone_kwargs.pretrained",
+            lambda v: not v,
             "must be false (no pretrained weights are downloaded)",
-            source,
-        )
-        _require(
-            not core["backbone_kwargs"]["input_coord_conv"],
-            f"{dotted}.core_kwargs.backbone_kwargs.input_coord_conv",
-            "is not supported",
-            source,
-        )
-        _require(
-            core["pool_class"] in ("SpatialSoftmax", "SpatialMeanPool", None),
-            f"{dotted}.core_kwargs.pool_class",
+        ),
+        (f"{core}.backbone_kwargs.input_coord_conv", lambda v: not v, "is not supported"),
+        (
+            f"{core}.pool_class",
+            one_of("SpatialSoftmax", "SpatialMeanPool", None),
             "must be SpatialSoftmax, SpatialMeanPool or null",
-            source,
-        )
-        _require(
-            not core["pool_kwargs"]["output_variance"],
-            f"{dotted}.core_kwargs.pool_kwargs.output_variance",
-            "is not supported",
-            source,
-        )
-        _require(
-            enc["obs_randomizer_class"] in (None, "CropRandomizer"),
-            f"{dotted}.obs_randomizer_class",
+        ),
+        (f"{core}.pool_kwargs.output_variance", lambda v: not v, "is not supported"),
+        (
+            f"{enc}.obs_randomizer_class",
+            one_of(None, "CropRandomizer"),
             "must be CropRandomizer or null",
-            source,
+        ),
+        (f"{enc}.obs_randomizer_kwargs.pos_enc", lambda v: not v, "is not supported"),
+    ]
+
+
+VALUE_CHECKS: list[tuple] = [
+    ("algo_name", one_of("bc"), 'must be "bc" (BC and BC-RNN)'),
+    *[
+        (f"algo.{feature}.enabled", lambda v: not v, "is not supported by demoset train")
+        for feature in ("gaussian", "vae", "transformer")
+    ],
+    *[
+        (f"train.{key}", _is_int, "must be an integer")
+        for key in ("batch_size", "num_epochs", "seq_length", "frame_stack", "seed")
+    ],
+    *[
+        (f"train.{key}", at_least(1), "must be at least 1")
+        for key in ("batch_size", "seq_length", "frame_stack")
+    ],
+    ("train.num_epochs", at_least(0), "must not be negative"),
+    (
+        "train.num_data_workers",
+        lambda v: _is_int(v) and v >= 0,
+        "must be a non-negative integer",
+    ),
+    (
+        "train.hdf5_cache_mode",
+        lambda v: v in CACHE_MODES or isinstance(v, str),
+        'must be "all", "low_dim" or null',
+    ),
+    (
+        "train.action_normalization",
+        one_of(None, "min_max", "gaussian"),
+        'must be null, "min_max" or "gaussian"',
+    ),
+    ("train.goal_mode", one_of(None, "last"), 'must be null or "last"'),
+    *[
+        (f"experiment.{key}", null_or_int_at_least(1), "must be null or >= 1")
+        for key in ("epoch_every_n_steps", "validation_epoch_every_n_steps")
+    ],
+    ("experiment.save.every_n_epochs", null_or_int_at_least(1), "must be null or >= 1"),
+    (
+        "algo.optim_params.policy.optimizer_type",
+        one_of("adam", "adamw"),
+        'must be "adam" or "adamw"',
+    ),
+    (f"{_LR}.scheduler_type", one_of("multistep", "linear"), 'must be "multistep" or "linear"'),
+    (f"{_LR}.initial", positive_number, "must be a positive number"),
+    (
+        f"{_LR}.epoch_schedule",
+        lambda v: len(v) <= 1,
+        "takes one end epoch for the linear schedule",
+        _linear_schedule,
+    ),
+    ("algo.actor_layer_dims", positive_ints, "must be a list of positive integers"),
+    ("algo.rnn.rnn_type", one_of("LSTM", "GRU"), "must be LSTM or GRU"),
+    ("algo.rnn.horizon", lambda v: _is_int(v) and v >= 1, "must be >= 1"),
+    ("algo.gmm.std_activation", one_of("softplus", "exp"), "must be softplus or exp"),
+    ("algo.gmm.num_modes", lambda v: _is_int(v) and v >= 1, "must be >= 1"),
+    (
+        "train.seq_length",
+        lambda v: v == 1,
+        "must be 1 for BC without an RNN (set algo.rnn.enabled for BC-RNN)",
+        _rnn_off,
+    ),
+    *[
+        row
+        for group in ("obs", "goal")
+        for modality in MODALITIES
+        for row in (
+            (
+                f"observation.modalities.{group}.{modality}",
+                text_list,
+                "must be a list of observation keys",
+            ),
+            (
+                f"observation.modalities.{group}.{modality}",
+                lambda v, m=modality: m in SUPPORTED_MODALITIES or not v,
+                "is not supported by demoset train",
+            ),
         )
-        _require(
-            not enc["obs_randomizer_kwargs"]["pos_enc"],
-            f"{dotted}.obs_randomizer_kwargs.pos_enc",
-            "is not supported",
-            source,
-        )
-    _require(
-        obs["encoder"]["low_dim"]["core_class"] is None,
+    ],
+    (
+        "observation.modalities.obs",
+        lambda v: any(v[m] for m in SUPPORTED_MODALITIES),
+        "names no observation keys",
+    ),
+    *[row for modality in ("rgb", "depth") for row in _encoder_checks(modality)],
+    (
         "observation.encoder.low_dim.core_class",
+        lambda v: v is None,
         "must be null (low-dim observations are used as they are)",
-        source,
-    )
+    ),
+]
+"""The value checks of a merged config, in the order they run (the first failure is
+reported, so a type row such as "must be an integer" comes before the range rows that
+assume it). A key missing from the config (a robomimic-only sub-tree) reads as None."""
+
+
+def _check_values(cfg: dict, source: str | None) -> None:
+    """Reject values demoset cannot train with, naming the key: walk `VALUE_CHECKS`."""
+    for check in (Check(*row) for row in VALUE_CHECKS):
+        if check.when is not None and not check.when(cfg):
+            continue
+        if not check.rule(_lookup(cfg, check.key)):
+            raise ConfigError(f"config key '{check.key}' {check.message}", path=source)
+
+
+def _lookup(cfg: dict, dotted: str) -> Any:
+    """The value at a dotted key; None where a robomimic-only sub-tree is absent."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def make_config(user: dict | None = None, source: str | None = None) -> TrainConfig:

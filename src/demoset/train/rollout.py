@@ -69,7 +69,7 @@ def env_for_policy(
     seed: int | None = None,
 ):
     """The environment a policy acts in: its camera observations at the trained size."""
-    from demoset.format.constants import ENV_TYPE_ROBOSUITE
+    from demoset.format import ENV_TYPE_ROBOSUITE
     from demoset.sim import as_env_meta, cameras_from_obs_keys, make_env
 
     if not env_meta:

@@ -70,6 +70,8 @@ class ReportPage:
     checks: list[str]
     all_demos: int = 0
     action_stats: list[dict[str, float]] | None = None
+    doctor: dict[str, Any] | None = None
+    """`demoset doctor`'s report as a dict (DoctorReport.to_dict()), when it was run."""
 
 
 CSS = """
@@ -291,6 +293,39 @@ def _validation(page: ReportPage) -> str:
     return "".join(out)
 
 
+def _doctor(page: ReportPage) -> str:
+    out = ['<section id="doctor"><h2>Doctor</h2>']
+    report = page.doctor or {}
+    findings = [f for f in report.get("findings", []) if f["severity"] != "info"]
+    figures = [f for f in report.get("findings", []) if f["severity"] == "info"]
+    checked = "; ".join(report.get("checked", []))
+    out.append(
+        '<p class="lead">Content checks of <code>demoset doctor</code>: errors would make '
+        f"training go wrong without any error message. Checked: {_e(checked)}.</p>"
+    )
+    if not findings:
+        out.append('<p class="ok-box">demoset doctor found no problems.</p>')
+    else:
+        out.append(
+            "<table><thead><tr><th>Severity</th><th>Check</th><th>Demos and steps</th>"
+            "<th>Key</th><th>Finding</th></tr></thead><tbody>"
+        )
+        for f in findings:
+            where = ", ".join(f["demos"][:6]) + (" …" if len(f["demos"]) > 6 else "")
+            if f.get("start") is not None and f.get("stop") is not None:
+                where += f" (steps {f['start']}-{f['stop'] - 1})"
+            out.append(
+                f'<tr><td><span class="badge b-{_e(f["severity"])}">{_e(f["severity"])}</span></td>'
+                f'<td class="mono">{_e(f["check"])}</td><td class="mono">{_e(where or "dataset")}</td>'
+                f'<td class="mono">{_e(f.get("key") or "")}</td><td>{_e(f["message"])}</td></tr>'
+            )
+        out.append("</tbody></table>")
+    for f in figures:
+        out.append(f'<p><span class="badge b-info">info</span> {_e(f["message"])}</p>')
+    out.append("</section>")
+    return "".join(out)
+
+
 def _cameras(page: ReportPage) -> str:
     out = ['<section id="cameras"><h2>Cameras</h2>']
     if not page.cameras:
@@ -458,8 +493,11 @@ def render_page(page: ReportPage) -> str:
         f" · filter key <code>{_e(page.filter_key)}</code>" if page.filter_key else ""
     )
     # problems come first when there are any; a clean dataset opens on its pictures
-    problems_first = bool(page.outliers) or bool(page.findings)
+    doctor_problems = page.doctor is not None and not page.doctor.get("ok", True)
+    problems_first = bool(page.outliers) or bool(page.findings) or doctor_problems
     checks = [("outliers", "Outliers", _outliers), ("validation", "Validation", _validation)]
+    if page.doctor is not None:
+        checks.insert(0, ("doctor", "Doctor", _doctor))
     pictures = [("cameras", "Cameras", _cameras), ("plots", "Plots", _plots)]
     rest = [
         ("filter-keys", "Filter keys", _filter_keys),

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from demoset.errors import WriteError
-from demoset.format import Finding, open_dataset, validate
-from demoset.format.constants import demo_sort_key
+from demoset.format import Finding, demo_sort_key, open_dataset, validate
 from demoset.viz import collect, frames, outliers
 from demoset.viz.html_page import CameraDemo, CameraSection, OutlierRow, ReportPage, render_page
 from demoset.viz.output import write_atomic
@@ -164,6 +163,7 @@ def build_report(
     bound_run: int = 20,
     frozen_run: int = 20,
     black_level: float = 4.0,
+    doctor: dict | None = None,
     progress: Progress | None = None,
 ) -> ReportResult:
     """Write a self-contained HTML report of the dataset at `path` to `out`.
@@ -175,7 +175,8 @@ def build_report(
 
     Outlier thresholds: `length_threshold` (robust z-score), `bound_run` (steps with an
     action dimension pinned at ±1), `frozen_run` (steps of identical frames), `black_level`
-    (mean brightness out of 255). The file is written atomically. Raises DemosetError
+    (mean brightness out of 255). `doctor` is a `demoset doctor` report (as a dict) to show
+    in its own section. The file is written atomically. Raises DemosetError
     subclasses for unreadable input or output (checked before any work).
     """
     from demoset import __version__
@@ -336,6 +337,7 @@ def build_report(
         checks=checks,
         all_demos=all_demos,
         action_stats=action_stats,
+        doctor=doctor,
     )
     html = render_page(page)
     write_atomic(out, html)

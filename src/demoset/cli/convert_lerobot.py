@@ -1,0 +1,65 @@
+"""`demoset convert lerobot DIR --out OUT`: a LeRobot dataset folder (v2.0, v2.1, v3.0)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sources: argparse._SubParsersAction) -> None:
+    p = sources.add_parser(
+        "lerobot",
+        help="a LeRobot dataset folder (codebase v2.0, v2.1 or v3.0)",
+        description="Convert a LeRobot dataset folder (meta/info.json, parquet data, MP4 videos) into "
+        "a new robomimic-layout file: one demo per episode, observation.<key> -> obs/<key>, "
+        "observation.images.<cam> -> obs/<cam>_image (frames decoded with PyAV at each frame's "
+        "timestamp), action -> actions, next.reward -> rewards, next.done -> dones, the task as "
+        "ep_meta 'lang', train/valid filter keys. env_args is a gym-type placeholder unless the "
+        "folder was written by `demoset export lerobot`, whose values all come back. The source is "
+        "never modified.",
+    )
+    p.add_argument("input", metavar="DIR", help="the LeRobot dataset folder")
+    p.add_argument(
+        "--out", "--output", dest="out", required=True, help="the new robomimic-layout file"
+    )
+    p.add_argument(
+        "--valid-ratio",
+        type=float,
+        default=0.1,
+        help="share of demos in the 'valid' filter key (robomimic's split rule; 0 for none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
+    p.add_argument(
+        "--image-compression",
+        default=None,
+        choices=["gzip", "lzf", "lz4", "blosc"],
+        help="compress image observations in the output file",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.convert.lerobot_import import convert_lerobot
+
+    with progress_bar(None, "converting", unit="episode") as bar:
+        result = convert_lerobot(
+            args.input,
+            args.out,
+            valid_ratio=args.valid_ratio,
+            seed=args.seed,
+            image_compression=args.image_compression,
+            overwrite=args.overwrite,
+            progress=progress_callback(bar),
+        )
+    print(
+        f"wrote {result.out}: {result.demos} demos, {result.frames} frames from a LeRobot "
+        f"{result.codebase_version} dataset at {result.fps} fps; obs keys {', '.join(result.obs_keys)}"
+    )
+    if result.restored_from_export:
+        print("restored demo names, attributes, env_args and filter keys from meta/demoset.hdf5")
+    else:
+        print(f"env_args: placeholder gym env {result.env_name!r} (LeRobot names no environment)")
+    if result.filter_keys:
+        print("filter keys: " + ", ".join(f"{k} ({n})" for k, n in result.filter_keys.items()))
+    return 0

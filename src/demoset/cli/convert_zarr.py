@@ -1,0 +1,61 @@
+"""`demoset convert zarr STORE --out OUT`: a diffusion_policy replay buffer (zarr store)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sources: argparse._SubParsersAction) -> None:
+    p = sources.add_parser(
+        "zarr",
+        help="a diffusion_policy replay buffer (zarr store with data/ and meta/episode_ends)",
+        description="Convert a diffusion_policy replay buffer (a zarr folder: data/<key> arrays of "
+        "equal length, meta/episode_ends cumulative) into a new robomimic-layout file: one demo per "
+        "episode, data/action -> actions, every other data key -> an observation. A store written by "
+        "`demoset export zarr` gives back every value of the original file. The source is never "
+        "modified.",
+    )
+    p.add_argument("input", metavar="STORE", help="the zarr store folder")
+    p.add_argument(
+        "--out", "--output", dest="out", required=True, help="the new robomimic-layout file"
+    )
+    p.add_argument(
+        "--valid-ratio",
+        type=float,
+        default=0.1,
+        help="share of demos in the 'valid' filter key (robomimic's split rule; 0 for none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
+    p.add_argument(
+        "--image-compression",
+        default=None,
+        choices=["gzip", "lzf", "lz4", "blosc"],
+        help="compress image observations in the output file",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.convert.zarr_replay import convert_zarr
+
+    with progress_bar(None, "converting", unit="episode") as bar:
+        result = convert_zarr(
+            args.input,
+            args.out,
+            valid_ratio=args.valid_ratio,
+            seed=args.seed,
+            image_compression=args.image_compression,
+            overwrite=args.overwrite,
+            progress=progress_callback(bar),
+        )
+    print(
+        f"wrote {result.out}: {result.demos} demos, {result.steps} steps; "
+        f"obs keys {', '.join(result.obs_keys)}"
+    )
+    if not result.restored_from_export:
+        print(f"env_args: placeholder gym env {result.env_name!r} (a replay buffer names none)")
+    if result.filter_keys:
+        print("filter keys: " + ", ".join(f"{k} ({n})" for k, n in result.filter_keys.items()))
+    return 0
