@@ -95,8 +95,16 @@ def _write_error(exc: BaseException, out: str) -> WriteError:
     return WriteError(f"write failed ({first}); nothing was written under this name", out)
 
 
-def _copy_demo(src: h5py.File, src_demo: str, dst_data: h5py.Group, dst_demo: str) -> int:
-    src.copy(src[f"{C.DATA_GROUP}/{src_demo}"], dst_data, name=dst_demo)
+def _copy_demo(
+    src: h5py.File, src_demo: str, dst_data: h5py.Group, dst_demo: str, compression=None
+) -> int:
+    if compression is not None:  # image arrays re-encoded (see demoset.recode)
+        from demoset.recode import copy_demo
+
+        grp = src[f"{C.DATA_GROUP}/{src_demo}"]
+        copy_demo(grp, dst_data, dst_demo, compression, src.filename)
+    else:
+        src.copy(src[f"{C.DATA_GROUP}/{src_demo}"], dst_data, name=dst_demo)
     stats = f"{STATS_GROUP}/{src_demo}"
     if stats in src and isinstance(src[stats], h5py.Group):  # statistics travel with the demo
         dst_root = dst_data.file.require_group(STATS_GROUP)
@@ -122,11 +130,13 @@ def subset(
     renumber: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
+    compression=None,
 ) -> list[str]:
     """Copy chosen demos (or a filter key's) into a new file; returns the output's demo names.
 
     Filter keys are carried over, restricted to the copied demos (and renamed with them
-    when `renumber` numbers the output demo_0, demo_1, ...).
+    when `renumber` numbers the output demo_0, demo_1, ...). `compression` (a setting or
+    `CODEC[:LEVEL[:FRAMES]]`) re-encodes image arrays; None copies them as stored.
     """
     path, out = os.fspath(path), os.fspath(out)
     with open_dataset(path) as df:
@@ -150,7 +160,7 @@ def subset(
                 data.attrs[key] = value
             total = 0
             for i, d in enumerate(chosen):
-                total += _copy_demo(df.h5, d, data, names[d])
+                total += _copy_demo(df.h5, d, data, names[d], compression)
                 if progress:
                     progress(i + 1, len(chosen))
             data.attrs[C.ATTR_TOTAL] = total
@@ -173,13 +183,14 @@ def merge(
     overwrite: bool = False,
     allow_env_kwargs_mismatch: bool = False,
     progress: Progress | None = None,
+    compression=None,
 ) -> dict[str, list[str]]:
     """Merge datasets into a new file with demos renumbered demo_0.. in input order.
 
     Environments must agree (env_name and type; env_kwargs too unless allowed). A filter
     key K present in inputs becomes K in the output holding the renamed demos of every
     input's K, and each input's demos are also listed under `from_<file stem>`.
-    Returns {input path: output demo names}.
+    `compression` re-encodes image arrays as in `subset`. Returns {input path: output demo names}.
     """
     paths = [os.fspath(p) for p in paths]
     out = os.fspath(out)
@@ -228,7 +239,7 @@ def merge(
                 for d in f.demos:
                     new = C.demo_name(index)
                     index += 1
-                    total += _copy_demo(f.h5, d, data, new)
+                    total += _copy_demo(f.h5, d, data, new, compression)
                     renamed[d] = new
                     if progress:
                         progress(index, total_demos)

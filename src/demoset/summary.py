@@ -35,6 +35,40 @@ def _structure(df: DemoFile, demo: str) -> dict[str, Any]:
     return {"arrays": arrays, "attrs": attrs}
 
 
+def _image_storage(df: DemoFile, demos: list[str]) -> dict[str, Any]:
+    """Per image-shaped key: filters, frames per chunk (of the first demo) and the ratio of
+    raw to stored bytes over `demos` (HDF5 metadata only; no frame is read)."""
+    from demoset.format import storage_of
+
+    out: dict[str, Any] = {}
+    if not demos:
+        return out
+    keys = [
+        k
+        for k, info in df.array_keys(demos[0]).items()
+        if C.is_image_shape(tuple(info.shape), info.dtype)
+    ]
+    for key in keys:
+        raw = stored = 0
+        first = None
+        for demo in demos:
+            if not df.has(demo, key):
+                continue
+            info = storage_of(df.dataset(demo, key))
+            first = first or info
+            raw += info["raw_bytes"]
+            stored += info["stored_bytes"]
+        if first is not None:
+            out[key] = {
+                "filters": first["filters"],
+                "chunk_frames": first["chunk_frames"],
+                "raw_bytes": raw,
+                "stored_bytes": stored,
+                "ratio": raw / stored if stored else None,
+            }
+    return out
+
+
 def summarize(
     path: str | os.PathLike, filter_key: str | None = None, verbose: bool = False
 ) -> dict[str, Any]:
@@ -43,7 +77,7 @@ def summarize(
     Keys: path, file_size, filter_key, num_demos, num_transitions, length (mean, std, min,
     max), action_dim, action_min / action_max per dimension, actions_in_range, total_attr,
     env_meta, env_meta_error, filter_keys {name: count}, first_demo, structure (of the
-    first demo); with verbose also filter_key_demos and demo_structures for every demo.
+    first demo), image_storage {key: filters, chunk_frames, raw/stored bytes, ratio}; with verbose also filter_key_demos and demo_structures for every demo.
     """
     path = os.fspath(path)
     with open_dataset(path) as df:
@@ -107,6 +141,7 @@ def summarize(
             "filter_keys": filter_keys,
             "first_demo": demos[0] if demos else None,
             "structure": _structure(df, demos[0]) if demos else None,
+            "image_storage": _image_storage(df, demos),
         }
         if verbose:
             summary["filter_key_demos"] = {k: df.filter_key_demos(k) for k in df.filter_keys}

@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - hypothesis is a dev dependency
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))  # so a child process can import tests.*
-FORMATS = ("robomimic", "d4rl", "raw", "roboturk", "minari")
+FORMATS = ("robomimic", "d4rl", "raw", "roboturk", "minari", "compressed")
 TARGETS = {
     "robomimic": [
         "preflight",
@@ -62,6 +62,7 @@ TARGETS = {
     "raw": ["preflight", "raw", "validate"],
     "roboturk": ["preflight", "roboturk", "walk"],
     "minari": ["preflight", "minari"],
+    "compressed": ["preflight", "cli_info", "walk", "validate", "sequence", "compress"],
 }
 ISOLATED = {"preflight", "cli_info", "cli_validate", "cli_repair"}
 """Entry points that read the file in a forked child (demoset.format.isolation); the others
@@ -149,6 +150,7 @@ def _tree(root: str) -> dict[str, str]:
 def build_seeds(root: str) -> dict[str, str]:
     """Small valid inputs of every layout, and the 'forbidden' file links point to."""
     import h5py
+    import hdf5plugin
     import numpy as np
 
     sys.path.insert(0, REPO_ROOT)
@@ -222,6 +224,28 @@ def build_seeds(root: str) -> dict[str, str]:
             with open(os.path.join(roboturk, "models", f"model_{k}.xml"), "w") as mf:
                 mf.write(f"<mujoco model='can_{k}'/>")
 
+    compressed = os.path.join(seeds, "compressed", "data.hdf5")
+    os.makedirs(os.path.dirname(compressed))
+    write_dataset(
+        compressed,
+        n_demos=2,
+        min_len=6,
+        max_len=9,
+        cameras=("agentview",),
+        image_size=8,
+        image_compression="zstd:9:4",
+        filter_keys={"train": ["demo_0"]},
+    )
+    with h5py.File(compressed, "a") as f:  # a Blosc2 depth map beside the zstd images
+        for demo in ("demo_0", "demo_1"):
+            n = f["data"][demo]["actions"].shape[0]
+            f["data"][demo].create_dataset(
+                "obs/agentview_depth",
+                data=rng.random((n, 8, 8, 1)).astype(np.float32),
+                chunks=(4, 8, 8, 1),
+                **hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE),
+            )
+
     from demoset.convert.minari import export_minari
 
     os.environ["MINARI_DATASETS_PATH"] = os.path.join(root, "minari_home")
@@ -236,6 +260,7 @@ def build_seeds(root: str) -> dict[str, str]:
         "raw": raw,
         "roboturk": roboturk,
         "minari": minari,
+        "compressed": compressed,
         "forbidden": forbidden,
     }
 
@@ -537,6 +562,11 @@ def _call_target(name: str, fmt: str, copy: str, data: str, out_dir: str, forbid
 
         report = repair(data, out)
         return f"kept {len(report.kept)}"
+    if name == "compress":
+        from demoset.compress import compress_file
+
+        report = compress_file(data, out, "none", verify=True)
+        return f"{report.frames} frames"
     if name == "momart":
         from demoset.convert.momart import convert_momart
 

@@ -11,6 +11,7 @@ from demoset.cli.common import (
     progress_bar,
     progress_callback,
 )
+from demoset.cli.compress_cmd import add_compression_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", "-o", required=True, help="output file (must not exist unless --overwrite)"
     )
     merge.add_argument("--overwrite", action="store_true")
+    add_compression_arg(merge)
     merge.add_argument(
         "--allow-env-mismatch",
         action="store_true",
@@ -46,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--renumber", action="store_true", help="name the output demos demo_0, demo_1, ..."
     )
     sub_p.add_argument("--overwrite", action="store_true")
+    add_compression_arg(sub_p)
     sub_p.set_defaults(func=run_subset)
 
 
@@ -59,6 +62,7 @@ def run_merge(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             allow_env_kwargs_mismatch=args.allow_env_mismatch,
             progress=progress_callback(bar),
+            compression=args.compression,
         )
     n = sum(len(v) for v in result.values())
     print(f"{args.out}: {n} demos from {len(result)} files")
@@ -78,6 +82,7 @@ def run_subset(args: argparse.Namespace) -> int:
             renumber=args.renumber,
             overwrite=args.overwrite,
             progress=progress_callback(bar),
+            compression=args.compression,
         )
     print(f"{args.out}: {len(demos)} demos from {path}")
     return 0

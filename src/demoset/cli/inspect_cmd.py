@@ -135,6 +135,11 @@ def _info_rows(s: dict) -> list[tuple[str, str]]:
         )
     fk = ", ".join(f"{k} ({n})" for k, n in s["filter_keys"].items()) or "none"
     rows.append(("filter keys", fk))
+    if s.get("image_storage"):
+        from demoset.format import describe_storage
+
+        for key, info in s["image_storage"].items():
+            rows.append(("storage", f"{key}: {describe_storage(info)}"))
     return rows
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "demoset.cli.curate_cmd",
     "demoset.cli.stats_cmd",
     "demoset.cli.doctor_cmd",
+    "demoset.cli.compress_cmd",
     "demoset.cli.convert_cmd",
     "demoset.cli.sim_cmd",
     "demoset.cli.viz_cmd",

@@ -16,6 +16,7 @@ from demoset.cli.common import (
     progress_bar,
     progress_callback,
 )
+from demoset.cli.compress_cmd import add_compression_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -170,12 +171,7 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compress", action="store_true", help="gzip-compress images (robomimic's flag)"
     )
-    p.add_argument(
-        "--compression",
-        choices=("gzip", "lzf", "lz4", "blosc"),
-        default=None,
-        help="image compression",
-    )
+    add_compression_arg(p)
     p.add_argument(
         "--workers",
         type=int,

@@ -7,6 +7,15 @@ array and attribute names), imported as a module: `from demoset.format import co
 """
 
 from demoset.format import constants
+from demoset.format.compression import (
+    Compression,
+    FilterUnavailableError,
+    describe_storage,
+    filter_ids,
+    parse_compression,
+    read_failure,
+    storage_of,
+)
 from demoset.format.constants import (
     ENV_TYPE_GYM,
     ENV_TYPE_IG_MOMART,
@@ -23,7 +32,13 @@ from demoset.format.env_meta import (
     env_meta_from_raw_attrs,
     parse_env_args,
 )
-from demoset.format.guards import READ_ERRORS, guarded_method, h5_errors, untrusted_input
+from demoset.format.guards import (
+    READ_ERRORS,
+    describe_error,
+    guarded_method,
+    h5_errors,
+    untrusted_input,
+)
 from demoset.format.h5io import (
     array_nbytes,
     check_dataset_safe,
@@ -54,17 +69,19 @@ from demoset.format.validate import Finding, preflight, validate
 from demoset.format.writer import DatasetWriter, derive_next_obs
 
 __all__ = [
+    "ArrayInfo",
+    "Compression",
+    "DatasetWriter",
+    "DemoFile",
     "ENV_TYPE_GYM",
     "ENV_TYPE_IG_MOMART",
     "ENV_TYPE_ROBOSUITE",
-    "READ_ERRORS",
-    "STATS_GROUP",
-    "ArrayInfo",
-    "DatasetWriter",
-    "DemoFile",
     "EnvMeta",
+    "FilterUnavailableError",
     "Finding",
     "GuardedFile",
+    "READ_ERRORS",
+    "STATS_GROUP",
     "array_nbytes",
     "attr_int",
     "attr_text",
@@ -75,19 +92,24 @@ __all__ = [
     "constants",
     "demo_sort_key",
     "derive_next_obs",
+    "describe_error",
+    "describe_storage",
     "edit_in_place",
     "journal_candidates",
     "recover_if_abandoned",
     "env_meta_from_dict",
     "env_meta_from_raw_attrs",
+    "filter_ids",
     "group_stats",
     "guarded_method",
     "h5_errors",
     "open_dataset",
     "open_h5",
+    "parse_compression",
     "parse_env_args",
     "preflight",
     "read_array",
+    "read_failure",
     "read_stats",
     "reader_gate",
     "run_isolated",
@@ -95,6 +117,7 @@ __all__ = [
     "stats_keys",
     "stats_of_arrays",
     "stats_summary",
+    "storage_of",
     "store_stats",
     "untrusted_input",
     "validate",

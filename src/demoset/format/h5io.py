@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from demoset.errors import FileAccessError, FileLockedError, LayoutError, UnsafeFileError
+from demoset.format.compression import filter_ids, read_failure, register_filters
 from demoset.format.guards import READ_ERRORS, h5_errors
 from demoset.format.isolation import beat
 from demoset.format.journal import recover_if_abandoned
@@ -73,6 +74,7 @@ def open_h5(
     """
     path = os.fspath(path)
     beat("/", "opening the file")
+    register_filters()  # compressed images (Blosc2, Zstd, ...) decode once hdf5plugin is loaded
     if mode == "r" and not os.path.exists(path):
         raise FileAccessError("no such file", path)
     if mode == "r" and os.path.isdir(path):
@@ -198,7 +200,14 @@ def read_array(dset: h5py.Dataset, path: str, selection=(), error=None) -> np.nd
             nbytes = _selection_nbytes(dset, selection)
         check_dataset_size(dset, path, nbytes)
         ensure_fits(nbytes or 0, f"reading {dset.name}", path)
-        return np.asarray(dset[selection])
+        try:
+            return np.asarray(dset[selection])
+        except (OSError, ValueError, RuntimeError) as exc:
+            if not filter_ids(dset):
+                raise
+            first = selection if isinstance(selection, slice) else slice(None)
+            a, b, _ = first.indices(int(dset.shape[0]) if dset.shape else 0)
+            raise read_failure(dset, path, dset.name, a, b, exc) from None
 
 
 def _selection_nbytes(dset: h5py.Dataset, selection) -> int:

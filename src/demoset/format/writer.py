@@ -38,34 +38,23 @@ import numpy as np
 
 from demoset.errors import DemosetError, LayoutError, WriteError
 from demoset.format import constants as C
+from demoset.format.compression import CODECS, Compression, parse_compression
 from demoset.format.env_meta import EnvMeta, env_meta_from_dict
 from demoset.format.journal import GuardedFile, JournaledFile, recover
 from demoset.format.locking import WriterLock
 from demoset.format.stored_stats import stats_of_arrays, write_demo_stats
 from demoset.fsutil import fsync_dir, is_enospc, replace_durably, temp_path_beside
 
-IMAGE_COMPRESSIONS = ("none", "gzip", "lzf", "lz4", "blosc")
+IMAGE_COMPRESSIONS = tuple(CODECS)
 
 
 def compression_kwargs(name: str | None, level: int | None = None) -> dict[str, Any]:
-    """h5py create_dataset keyword arguments for an image compression name."""
-    if name in (None, "none"):
-        return {}
-    if name == "gzip":
-        return {"compression": "gzip", "compression_opts": 4 if level is None else int(level)}
-    if name == "lzf":
-        return {"compression": "lzf"}
-    if name in ("lz4", "blosc"):
-        try:
-            import hdf5plugin
-        except ImportError as exc:  # pragma: no cover - hdf5plugin is a core dependency
-            raise WriteError(f"{name} compression needs hdf5plugin ({exc})") from None
-        if name == "lz4":
-            return dict(hdf5plugin.LZ4())
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5 if level is None else int(level)))
-    raise WriteError(
-        f"unknown image compression {name!r} (choose from {', '.join(IMAGE_COMPRESSIONS)})"
-    )
+    """h5py create_dataset filter keywords of an image compression name (no chunks)."""
+    try:
+        setting = parse_compression(name, level)
+    except DemosetError as exc:
+        raise WriteError(exc.message) from None
+    return setting.filter_kwargs(np.uint8) if setting.enabled else {}
 
 
 def derive_next_obs(
@@ -110,7 +99,7 @@ class DatasetWriter:
         overwrite: bool = False,
         atomic: bool = False,
         swmr: bool = False,
-        image_compression: str | None = None,
+        image_compression: str | Compression | None = None,
         compression_level: int | None = None,
         data_attrs: Mapping[str, Any] | None = None,
         lock_timeout: float = 60.0,
@@ -125,9 +114,12 @@ class DatasetWriter:
         self.mode = mode
         self.atomic = atomic
         self.swmr = swmr
-        self.image_compression = image_compression
+        try:
+            self.compression = parse_compression(image_compression, compression_level)
+        except DemosetError as exc:
+            raise WriteError(exc.message, self.path) from None
+        self.image_compression = str(self.compression) if self.compression.enabled else None
         self.stats = stats
-        self._compression = compression_kwargs(image_compression, compression_level)
         self._closed = False
         self._h5: h5py.File | None = None
         self._lock: WriterLock | None = None
@@ -484,16 +476,10 @@ class DatasetWriter:
         return arrays
 
     def _create(self, grp: h5py.Group, key: str, arr: np.ndarray) -> None:
-        kwargs: dict[str, Any] = {}
-        if (
-            self._compression
-            and arr.dtype == np.uint8
-            and C.is_image_shape(arr.shape[1:], arr.dtype)
-        ):
-            # compressed: one frame per chunk, so a window decompresses only its frames;
-            # uncompressed images stay contiguous, one run of bytes per demo for the loader
-            kwargs["chunks"] = (1, *arr.shape[1:])
-            kwargs.update(self._compression)
+        # compressed images: chunks of `compression.frames` frames of this demo (frames in
+        # a row compress like video); uncompressed ones stay contiguous, one run of bytes
+        # per demo for the loader
+        kwargs = self.compression.dataset_kwargs(arr.shape[1:], arr.dtype, arr.shape[0])
         grp.create_dataset(key, data=arr, **kwargs)
         if self._jf is not None:
             self._jf.raise_if_failed()  # stop at the first failed write (full disk)

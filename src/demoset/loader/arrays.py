@@ -27,6 +27,7 @@ import numpy as np
 
 from demoset.errors import LayoutError
 from demoset.loader.alloc import BatchPlan, shared_array
+from demoset.loader.chunks import ChunkWindows
 from demoset.loader.index import Windows
 from demoset.loader.reader import DemoReader, byte_offsets, read_by_offsets
 
@@ -342,9 +343,20 @@ class FileArray:
             else:  # uncompressed, but not one run of bytes (chunks apart in the file)
                 run = self.offsets[first[i] : last[i] + 1]
                 read_by_offsets(reader, window(i), run, where(i))
-        for b in np.flatnonzero(~stored).tolist():
+        slow = np.flatnonzero(~stored).tolist()
+        if slow:  # compressed: each chunk decoded once for the batch (loader/chunks.py)
             with reader.session():
-                reader.read_into(self.demos[int(demo[b])], self.key, window(b), int(begin[b]))
+                self._chunk_windows().read(
+                    [self.demos[int(demo[b])] for b in slow],
+                    [int(begin[b]) for b in slow],
+                    [window(b) for b in slow],
+                )
+
+    def _chunk_windows(self) -> ChunkWindows:
+        chunks = self.__dict__.get("_chunks")
+        if chunks is None or chunks.reader is not self.reader:
+            chunks = self._chunks = ChunkWindows(self.reader, self.key)
+        return chunks
 
     def gather_windows(self, plan: BatchPlan) -> np.ndarray:
         win = plan.win

@@ -26,6 +26,7 @@ from demoset.format import (
     check_dataset_safe,
     check_dataset_size,
     open_dataset,
+    read_failure,
     reader_gate,
 )
 
@@ -212,10 +213,7 @@ class DemoReader:
             else:
                 out[...] = dset[start:stop].astype(out.dtype, copy=False).reshape(out.shape)
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LayoutError(
-                f"cannot read array ({first})", self.path, f"/data/{demo}/{key}"
-            ) from None
+            raise read_failure(dset, self.path, f"/data/{demo}/{key}", start, stop, exc) from None
 
     def _release_lock(self) -> None:
         if self._locked and self._fd is not None:
