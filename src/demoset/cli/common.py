@@ -106,3 +106,25 @@ def preflight_input(args, path: str | None) -> None:
     from demoset.format import preflight
 
     preflight(path)
+
+
+def add_split_output_args(parser: argparse.ArgumentParser) -> None:
+    """--out, --valid-ratio, --seed, --image-compression, --overwrite of a converter whose
+    source has no train/valid split of its own (one is made by robomimic's rule)."""
+    parser.add_argument(
+        "--out", "--output", dest="out", required=True, help="the new robomimic-layout file"
+    )
+    parser.add_argument(
+        "--valid-ratio",
+        type=float,
+        default=0.1,
+        help="share of demos in the 'valid' filter key (robomimic's split rule; 0 for none)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
+    parser.add_argument(
+        "--image-compression",
+        default=None,
+        choices=["gzip", "lzf", "lz4", "blosc"],
+        help="compress image observations in the output file",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

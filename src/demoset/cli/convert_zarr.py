@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from demoset.cli.common import add_split_output_args
+
 
 def register(sources: argparse._SubParsersAction) -> None:
     p = sources.add_parser(
@@ -16,23 +18,7 @@ def register(sources: argparse._SubParsersAction) -> None:
         "modified.",
     )
     p.add_argument("input", metavar="STORE", help="the zarr store folder")
-    p.add_argument(
-        "--out", "--output", dest="out", required=True, help="the new robomimic-layout file"
-    )
-    p.add_argument(
-        "--valid-ratio",
-        type=float,
-        default=0.1,
-        help="share of demos in the 'valid' filter key (robomimic's split rule; 0 for none)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/valid split")
-    p.add_argument(
-        "--image-compression",
-        default=None,
-        choices=["gzip", "lzf", "lz4", "blosc"],
-        help="compress image observations in the output file",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_split_output_args(p)
     p.set_defaults(func=run)
 
 
