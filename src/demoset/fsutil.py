@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,26 @@ def replace_durably(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """
     os.replace(src, dst)
     fsync_dir(dst)
+
+
+def replace_folder(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename the complete folder `tmp` to `target`, replacing an existing folder.
+
+    The old folder is first moved aside into a hidden temporary folder beside it and
+    deleted only after the new one has its name, so at every moment `target` is either the
+    old folder or the new one.
+    """
+    tmp, target = os.fspath(tmp), os.fspath(target)
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(target)}.", suffix=".old", dir=os.path.dirname(target)
+        )
+        os.rename(target, os.path.join(old, "d"))
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+    fsync_dir(target)
 
 
 @contextlib.contextmanager

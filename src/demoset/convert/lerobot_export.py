@@ -46,6 +46,7 @@ from demoset.convert.demo_record import (
 from demoset.convert.video_av import DEFAULT_CODEC, PsnrMeter, VideoEncoder, codec, iter_frames
 from demoset.errors import ConversionError, WriteError
 from demoset.format import open_dataset
+from demoset.fsutil import replace_folder
 
 
 @dataclass
@@ -670,7 +671,7 @@ def export_lerobot(
                     enc.abort()
                 if writer.extras.id.valid:
                     writer.extras.close()
-            _replace_folder(tmp, target)
+            replace_folder(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -698,16 +699,3 @@ def export_lerobot(
         tasks=sorted(writer.tasks, key=writer.tasks.get),
         bytes=_folder_bytes(target),
     )
-
-
-def _replace_folder(tmp: str, target: str) -> None:
-    """Rename `tmp` to `target`, replacing an existing folder only once `tmp` is complete."""
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".old", dir=os.path.dirname(target)
-        )
-        os.rename(target, os.path.join(old, "d"))
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)

@@ -49,6 +49,7 @@ from demoset.convert.demo_record import (
 )
 from demoset.errors import ConversionError, WriteError
 from demoset.format import ENV_TYPE_GYM, DatasetWriter, open_dataset
+from demoset.fsutil import replace_folder
 from demoset.masks import split_demos
 
 ACTION = "action"
@@ -280,7 +281,7 @@ def export_zarr(
                 "demos": records_meta,
                 "source_file": os.path.basename(dataset),
             }
-            _replace(tmp, target)
+            replace_folder(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -303,18 +304,6 @@ def _shifted(rec: DemoRecord) -> dict[str, np.ndarray]:
         k: np.concatenate([v[1:], (last[k][None] if k in last else v[-1:]).astype(v.dtype)])
         for k, v in rec.obs.items()
     }
-
-
-def _replace(tmp: str, target: str) -> None:
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".old", dir=os.path.dirname(target)
-        )
-        os.rename(target, os.path.join(old, "d"))
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
 
 
 # --------------------------------------------------------------------------- import
