@@ -16,11 +16,13 @@ target cannot rebuild:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from demoset.errors import ConversionError, WriteError
 from demoset.format import DatasetWriter, DemoFile
 
 SHIFT, STORED, NONE = "shift", "stored", "none"
@@ -154,3 +156,24 @@ def plain_data_attrs(df: DemoFile) -> dict[str, Any]:
         if isinstance(value, (str, int, float, bool)):
             out[key] = value
     return out
+
+
+def check_export_target(target: str, overwrite: bool, make_parent: bool = False) -> None:
+    """Refuse an export folder that exists (unless `overwrite`) or whose parent is missing."""
+    if os.path.exists(target) and not overwrite:
+        raise WriteError("exists; pass overwrite=True (--overwrite) to replace it", target)
+    parent = os.path.dirname(target.rstrip(os.sep))
+    if make_parent:
+        os.makedirs(parent, exist_ok=True)
+    elif not os.path.isdir(parent):
+        raise WriteError(f"directory {parent} does not exist", target)
+
+
+def demos_to_export(df: DemoFile, dataset: str, filter_key: str | None) -> list[str]:
+    """The demos of `filter_key` (default all); refuses an export of none."""
+    demos = df.demos_for(filter_key)
+    if not demos:
+        raise ConversionError(
+            "no demos to export", dataset, f"/mask/{filter_key}" if filter_key else "/data"
+        )
+    return demos

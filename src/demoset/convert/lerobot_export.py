@@ -38,13 +38,15 @@ from demoset.convert import lerobot_layout as L
 from demoset.convert.demo_record import (
     STORED,
     DemoRecord,
+    check_export_target,
+    demos_to_export,
     filter_keys_of,
     language_instruction,
     plain_data_attrs,
     read_demo,
 )
 from demoset.convert.video_av import DEFAULT_CODEC, PsnrMeter, VideoEncoder, codec, iter_frames
-from demoset.errors import ConversionError, WriteError
+from demoset.errors import ConversionError
 from demoset.format import open_dataset
 from demoset.fsutil import replace_folder
 
@@ -638,17 +640,10 @@ def export_lerobot(
     chosen = codec(video_codec)
     if not isinstance(fps, int) or fps <= 0:
         raise ConversionError(f"fps must be a positive integer, got {fps!r}")
-    if os.path.exists(target) and not overwrite:
-        raise WriteError("exists; pass overwrite=True (--overwrite) to replace it", target)
+    check_export_target(target, overwrite)
     parent = os.path.dirname(target)
-    if not os.path.isdir(parent):
-        raise WriteError(f"directory {parent} does not exist", target)
     with open_dataset(dataset) as df:
-        demos = df.demos_for(filter_key)
-        if not demos:
-            raise ConversionError(
-                "no demos to export", dataset, f"/mask/{filter_key}" if filter_key else "/data"
-            )
+        demos = demos_to_export(df, dataset, filter_key)
         plan = _plan(df, demos[0], state_keys, fps, video_codec)
         env_meta = df.env_meta
         default_task = task or (env_meta.env_name if env_meta is not None else "demo")

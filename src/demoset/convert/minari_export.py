@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from demoset.convert.demo_record import check_export_target, demos_to_export
 from demoset.convert.minari_layout import (
     BOX_KEY,
     DATASET_ID_RE,
@@ -37,7 +38,7 @@ from demoset.convert.minari_layout import (
     is_dataset_id,
     minari_root,
 )
-from demoset.errors import ConversionError, WriteError
+from demoset.errors import ConversionError
 from demoset.format import (
     ENV_TYPE_GYM,
     open_dataset,
@@ -178,10 +179,8 @@ def export_minari(
     """
     dataset = os.fspath(dataset)
     target, dataset_id, by_id = _resolve_export_target(os.fspath(out), dataset_id)
-    if os.path.exists(target) and not overwrite:
-        raise WriteError("exists; pass overwrite=True (--overwrite) to replace it", target)
+    check_export_target(target, overwrite, make_parent=True)
     parent = os.path.dirname(target.rstrip(os.sep))
-    os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".partial", dir=parent)
     try:
         result = _write_minari(
@@ -222,11 +221,7 @@ def _write_minari(
     data_dir = os.path.join(folder, "data")
     os.makedirs(data_dir)
     with open_dataset(dataset) as df:
-        demos = df.demos_for(filter_key)
-        if not demos:
-            raise ConversionError(
-                "no demos to export", dataset, f"/mask/{filter_key}" if filter_key else "/data"
-            )
+        demos = demos_to_export(df, dataset, filter_key)
         obs_info = df.obs_keys(demos[0])
         act_info = df.array_keys(demos[0]).get("actions")
         if act_info is None:

@@ -42,12 +42,14 @@ from demoset.convert.demo_record import (
     SHIFT,
     STORED,
     DemoRecord,
+    check_export_target,
+    demos_to_export,
     filter_keys_of,
     plain_data_attrs,
     read_demo,
     write_demo,
 )
-from demoset.errors import ConversionError, WriteError
+from demoset.errors import ConversionError
 from demoset.format import ENV_TYPE_GYM, DatasetWriter, open_dataset
 from demoset.fsutil import replace_folder
 from demoset.masks import split_demos
@@ -131,17 +133,10 @@ def export_zarr(
     zarr, numcodecs = _zarr()
     dataset = os.fspath(dataset)
     target = os.path.abspath(os.fspath(out))
-    if os.path.exists(target) and not overwrite:
-        raise WriteError("exists; pass overwrite=True (--overwrite) to replace it", target)
+    check_export_target(target, overwrite)
     parent = os.path.dirname(target)
-    if not os.path.isdir(parent):
-        raise WriteError(f"directory {parent} does not exist", target)
     with open_dataset(dataset) as df:
-        demos = df.demos_for(filter_key)
-        if not demos:
-            raise ConversionError(
-                "no demos to export", dataset, f"/mask/{filter_key}" if filter_key else "/data"
-            )
+        demos = demos_to_export(df, dataset, filter_key)
         first = demos[0]
         obs_info = df.obs_keys(first)
         arrays = df.array_keys(first)
