@@ -230,7 +230,11 @@ def _repair_into(
                     progress(i + 1, len(demos))
             dst_data.attrs[C.ATTR_TOTAL] = report.total
             for demo in report.kept:  # rebuilt from the copied arrays, not trusted from the source
-                write_demo_stats(dst, demo, group_stats(dst_data[demo]))
+                try:
+                    stats = group_stats(dst_data[demo])
+                except (OSError, ValueError, TypeError, KeyError):
+                    continue  # derived data: a reader computes it from the arrays instead
+                write_demo_stats(dst, demo, stats)
             if C.MASK_GROUP in top:
                 _copy_masks(src, dst, path, set(report.kept), report, skip)
         with waiting(None, "saving the output"):  # an fsync is slow on a busy disk, not stuck

@@ -138,12 +138,16 @@ def group_stats(grp: h5py.Group) -> dict[str, KeyStats]:
     """Statistics of a demo group of a file demoset itself is writing."""
     arrays: dict[str, h5py.Dataset] = {}
 
-    def collect(name: str, node) -> None:  # visititems stops at a value other than None
-        if isinstance(node, h5py.Dataset):
+    def collect(name, node) -> None:  # visititems stops at a value other than None
+        # a name h5py cannot decode comes as bytes: it is no robomimic key (damaged files)
+        if isinstance(name, str) and isinstance(node, h5py.Dataset):
             arrays[name] = node
 
     grp.visititems(collect)
-    return stats_of_arrays(arrays, int(grp[C.ACTIONS].shape[0]))
+    actions = arrays.get(C.ACTIONS)
+    if actions is None or not actions.shape:
+        return {}  # nothing to count steps by (a salvaged demo may hold num_samples only)
+    return stats_of_arrays(arrays, int(actions.shape[0]))
 
 
 def write_demo_stats(h5: h5py.File, demo: str, stats: dict[str, KeyStats]) -> None:
