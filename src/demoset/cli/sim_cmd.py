@@ -229,6 +229,9 @@ def run_extract(args: argparse.Namespace) -> int:
             ray=args.ray,
             demo_progress=show_demos,
         )
+    if report.already_complete:
+        print(f"{report.output} is complete: an interrupted run had finished it; nothing to do")
+        return 0
     if report.resumed_demos:
         print(f"resumed after {report.resumed_demos} demos an interrupted run had completed")
     print(

@@ -63,6 +63,8 @@ class ExtractReport:
     """(demo, obs key, step indices) for every camera frame that is entirely black."""
     resumed_demos: int = 0
     """Demos an interrupted run had completed (`demos` and `frames` count this run's)."""
+    already_complete: bool = False
+    """An interrupted run had already moved the finished file into place; nothing was done."""
 
     @property
     def frames_per_second(self) -> float:
@@ -247,11 +249,14 @@ def extract_obs(
         lengths = dict(zip(demos, df.lengths(demos).tolist()))
         filter_keys = {key: df.filter_key_demos(key) for key in df.filter_keys}
     total_frames = int(sum(lengths.values()))
-    from demoset.sim.resume import open_partial, run_request
+    from demoset.sim.resume import finished_earlier, open_partial, run_request
 
+    request = run_request(dataset, demos, options, exclude_next_obs, compression, compression_level)
+    if resume and not overwrite and finished_earlier(output, request):
+        return ExtractReport(output, 0, 0, 0.0, 0, resumed_demos=len(demos), already_complete=True)
     partial = open_partial(
         output,
-        run_request(dataset, demos, options, exclude_next_obs, compression, compression_level),
+        request,
         resume=resume,
         overwrite=overwrite,
         image_compression=compression,

@@ -185,6 +185,25 @@ def open_partial(
     return PartialOutput(output, writer)
 
 
+def finished_earlier(output: str | os.PathLike, request: dict[str, Any]) -> bool:
+    """True when a run of this very request already moved its finished file into place.
+
+    A run killed between moving the finished file to its name and removing its record
+    leaves the output complete beside a stale record. Resuming it has nothing left to do:
+    the stale record is removed and the output kept as it is.
+    """
+    output = os.fspath(output)
+    record = record_path(output)
+    if not os.path.exists(output) or os.path.exists(partial_path(output)):
+        return False
+    if not os.path.exists(record):
+        return False
+    _check_record(output, record, request)
+    os.unlink(record)
+    _sync_dir(output)
+    return True
+
+
 def remove_partial(output: str | os.PathLike) -> None:
     """Delete the partial output of `output`, its record and any journal it left."""
     partial = partial_path(output)
