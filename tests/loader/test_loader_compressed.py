@@ -14,6 +14,7 @@ import pytest
 
 from demoset.compress import compress_file
 from demoset.loader import SequenceDataset
+from demoset.loader.chunk_codec import ChunkDecoder
 
 from tests.helpers import write_dataset
 from tests.loader.test_loader_robomimic import assert_same, robomimic_samples
@@ -64,36 +65,67 @@ def test_demoset_loader_same_batches(files, cache_mode, swmr):
         assert_same(b.get_batch(idx), a.get_batch(idx))
 
 
-def test_each_chunk_decoded_once_per_batch(files, monkeypatch):
-    """Windows that share chunks: one h5py read per run of chunks, not one per window."""
-    ds = SequenceDataset(
-        files["zstd:9:8"],
-        ["agentview_image"],
-        ["actions"],
-        seq_length=4,
-        cache_mode="low_dim",
-        stats_cache=False,
-        load_next_obs=False,
-    )
-    calls = []
-    real = h5py.Dataset.read_direct
+@pytest.mark.parametrize("spec", ["zstd:9:8", "blosc2-zstd:5:16"])
+def test_each_chunk_decoded_once_per_batch(files, spec, monkeypatch):
+    """Windows that share chunks: each chunk decoded once per batch, not once per window
+    (decoded by demoset from its stored bytes for zstd, by HDF5 in runs for Blosc2)."""
+    kwargs = dict(seq_length=4, cache_mode="low_dim", stats_cache=False, load_next_obs=False)
+    ds = SequenceDataset(files[spec], ["agentview_image"], ["actions"], **kwargs)
+    decoded, reads = [], []
+    real_decode, real_read = ChunkDecoder.decode_into, h5py.Dataset.read_direct
 
-    def counting(self, dest, source_sel=None, dest_sel=None):
-        calls.append(source_sel)
-        return real(self, dest, source_sel, dest_sel)
+    def counting_decode(self, stored, skipped, out):
+        decoded.append(len(stored))
+        return real_decode(self, stored, skipped, out)
 
-    monkeypatch.setattr(h5py.Dataset, "read_direct", counting)
-    batch = ds.get_batch(np.arange(12))  # 12 windows in the first demo: chunks 0-1 (+2)
-    reads = [c for c in calls if c is not None]
-    assert 1 <= len(reads) <= 2, reads
-    ref = SequenceDataset(
-        files["raw"],
-        ["agentview_image"],
-        ["actions"],
-        seq_length=4,
-        cache_mode="low_dim",
-        stats_cache=False,
-        load_next_obs=False,
-    )
+    def counting_read(self, dest, source_sel=None, dest_sel=None):
+        if source_sel is not None:
+            reads.append(source_sel)
+        return real_read(self, dest, source_sel, dest_sel)
+
+    monkeypatch.setattr(ChunkDecoder, "decode_into", counting_decode)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", counting_read)
+    batch = ds.get_batch(np.arange(12))  # 12 windows in the first demo: frames 0-14
     monkeypatch.undo()
+    if spec.startswith("zstd"):
+        assert len(decoded) == 2 and not reads, (decoded, reads)  # chunks 0-7 and 8-15
+    else:
+        assert not decoded and len(reads) == 1, (decoded, reads)  # one run: chunk 0
+    ref = SequenceDataset(files["raw"], ["agentview_image"], ["actions"], **kwargs)
     assert_same(batch, ref.get_batch(np.arange(12)))
+
+
+@pytest.mark.parametrize("cache_mode", ["low_dim", None])
+def test_obs_and_next_obs_decoded_once_with_padding(files, cache_mode, monkeypatch):
+    """Padded batches too: next_obs is taken from obs one step on (one decode per chunk)."""
+    kwargs = dict(seq_length=10, frame_stack=3, pad_seq_length=True, pad_frame_stack=True)
+    kwargs.update(cache_mode=cache_mode, stats_cache=False)
+    ds = SequenceDataset(files["zstd:9:8"], OBS, ["actions"], **kwargs)
+    ref = SequenceDataset(files["raw"], OBS, ["actions"], **kwargs)
+    decoded = []
+    real_decode = ChunkDecoder.decode_into
+
+    def counting_decode(self, stored, skipped, out):
+        decoded.append(1)
+        return real_decode(self, stored, skipped, out)
+
+    monkeypatch.setattr(ChunkDecoder, "decode_into", counting_decode)
+    everything = np.arange(len(ds))
+    got = ds.get_batch(everything)
+    first_pass = len(decoded)  # includes reading each demo whole once to check the rule
+    decoded.clear()
+    again = ds.get_batch(everything)
+    monkeypatch.undo()
+    with h5py.File(files["zstd:9:8"], "r") as f:
+        chunks = sum(
+            f[f"data/{d}/obs/{k}"].id.get_num_chunks()
+            for d in f["data"]
+            for k in ("agentview_image", "robot0_eye_in_hand_image")
+        )
+    assert len(decoded) <= chunks + 2 * len(ds.demos), (len(decoded), chunks)
+    assert first_pass > 0
+    assert_same(got, ref.get_batch(everything))
+    assert_same(again, got)
+    rng = np.random.default_rng(1)
+    for idx in rng.integers(0, len(ds), (6, 16)):
+        assert_same(ds.get_batch(idx), ref.get_batch(idx))

@@ -261,6 +261,8 @@ class FileArray:
         self.starts = np.zeros(0, dtype=np.int64)
         self.frames = 0
         self.nbytes = 0
+        self.compressed = False
+        """Whether some frames are read through h5py (compressed or otherwise not plain bytes)."""
 
     def append(self, reader: DemoReader, demos: list[str], lengths: np.ndarray, progress=None):
         """Index the byte offsets of `demos` (inside a reader session); nothing to finish."""
@@ -287,6 +289,7 @@ class FileArray:
                 self.offsets[1:] >= 0
             )
         self.breaks = np.concatenate([[0], np.cumsum(~follows)])
+        self.compressed = bool((self.offsets < 0).any())
         return None
 
     def reserve(self, frames: int, demos: int = 0) -> None:
@@ -298,6 +301,7 @@ class FileArray:
         self.starts = self.starts[:count]
         self.breaks = self.breaks[: frames + 1]
         self.frames = min(self.frames, frames)
+        self.compressed = bool((self.offsets < 0).any())
 
     def read_windows(
         self,

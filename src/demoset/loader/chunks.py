@@ -15,15 +15,21 @@ they live only as long as the reader session, as DemoReader requires.
 from __future__ import annotations
 
 import os
+import sys
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
 
-from demoset.errors import LayoutError
-from demoset.format import read_failure
+from demoset.errors import DemosetError, LayoutError
+from demoset.format import filter_ids, read_failure
+from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk
 
 HANDLES = 512
+SCRATCH_BYTES = 32 << 20
+"""Decoded chunks held at once per key and process (a batch larger than this is decoded
+in parts)."""
 """Resolved dataset handles kept per process (each holds a little HDF5 memory)."""
 
 
@@ -35,6 +41,9 @@ class ChunkWindows:
         self.key = key
         self._pid: int | None = None
         self._handles: OrderedDict[str, h5py.Dataset] = OrderedDict()
+        self._codec: tuple | None = None
+        self._block: np.ndarray | None = None
+        """(chunk shape, filter ids, ChunkDecoder or None) of the last dataset decoded."""
 
     def __getstate__(self):
         return {"reader": self.reader, "key": self.key}
@@ -69,11 +78,14 @@ class ChunkWindows:
     def read(self, demos: list[str], begins: list[int], outs: list[np.ndarray]) -> None:
         """outs[i][:] = frames begins[i] .. begins[i] + len(outs[i]) of demo demos[i].
 
-        Called inside a reader session. Each chunk is decoded at most once per call.
+        Called inside a reader session. Each chunk is decoded at most once per call: by
+        demoset from its stored bytes where the filters allow (all the batch's chunks
+        together, on `decode_threads()` threads), else by HDF5 in runs of adjacent chunks.
         """
         by_demo: dict[str, list[int]] = {}
         for i, demo in enumerate(demos):
             by_demo.setdefault(demo, []).append(i)
+        decoded: list[tuple[h5py.Dataset, str, list[int], list[int], ChunkDecoder]] = []
         for demo, items in by_demo.items():
             dset = self._dataset(demo)
             n = int(dset.shape[0])
@@ -93,6 +105,10 @@ class ChunkWindows:
             needed: set[int] = set()
             for i in items:
                 needed.update(range(begins[i] // per, -(-stops[i] // per)))
+            decoder = self._decoder(demo, dset)
+            if decoder is not None:
+                decoded.append((dset, where, items, sorted(needed), decoder))
+                continue
             for first, last in _runs(sorted(needed)):
                 a, b = first * per, min((last + 1) * per, n)
                 block = np.empty((b - a, *dset.shape[1:]), dtype=outs[items[0]].dtype)
@@ -100,6 +116,92 @@ class ChunkWindows:
                 for i in items:  # a window's chunks are adjacent: it lies in one run
                     if begins[i] >= a and stops[i] <= b:
                         outs[i][...] = block[begins[i] - a : stops[i] - a]
+        group: list = []
+        group_bytes = 0
+        for entry in decoded:  # at most about SCRATCH_BYTES of decoded chunks at a time
+            nbytes = entry[4].chunk_nbytes * len(entry[3])
+            if group and group_bytes + nbytes > SCRATCH_BYTES:
+                self._decode_windows(group, begins, outs)
+                group, group_bytes = [], 0
+            group.append(entry)
+            group_bytes += nbytes
+        if group:
+            self._decode_windows(group, begins, outs)
+
+    def _decode_windows(self, decoded: list, begins: list[int], outs: list[np.ndarray]) -> None:
+        """Fetch the stored bytes of every needed chunk, decode them all, copy the windows.
+
+        A window's chunks are adjacent and all needed, so they lie one after another in
+        its demo's part of the scratch block."""
+        scratch = self._scratch(sum(d.chunk_nbytes * len(c) for _, _, _, c, d in decoded))
+        jobs: list[tuple] = []
+        copies: list[tuple[np.ndarray, np.ndarray, int]] = []
+        at = 0
+        for dset, where, items, chunks, decoder in decoded:
+            per = int(dset.chunks[0])
+            tail = (0,) * (dset.ndim - 1)
+            nbytes = decoder.chunk_nbytes * len(chunks)
+            block = scratch[at : at + nbytes].view(dset.dtype)
+            block = block.reshape(len(chunks) * per, *dset.shape[1:])
+            at += nbytes
+            for j, c in enumerate(chunks):
+                try:
+                    skipped, stored = dset.id.read_direct_chunk((c * per, *tail))
+                except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                    raise self._failure(dset, where, c, exc) from None
+                jobs.append(
+                    (dset, where, c, decoder, stored, skipped, block[j * per : (j + 1) * per])
+                )
+            position = {c: j for j, c in enumerate(chunks)}
+            for i in items:
+                c = begins[i] // per
+                copies.append((outs[i], block, position[c] * per + begins[i] - c * per))
+        self._decode_all(jobs)
+        for out, block, row in copies:
+            out[...] = block[row : row + len(out)]
+
+    def _decode_all(self, jobs: list[tuple]) -> None:
+        """Decode every job's chunk into its place; the first damaged chunk raises."""
+
+        def decode(job: tuple) -> DemosetError | None:
+            dset, where, c, decoder, stored, skipped, dest = job
+            try:
+                decoder.decode_into(stored, skipped, dest)
+            except DamagedChunk as exc:
+                return self._failure(dset, where, c, exc)
+            return None
+
+        threads = decode_threads()
+        if threads > 1 and len(jobs) > 1:
+            results = list(_pool(threads).map(decode, jobs))
+        else:
+            results = [decode(job) for job in jobs]
+        for failure in results:
+            if failure is not None:
+                raise failure
+
+    def _failure(self, dset: h5py.Dataset, where: str, chunk: int, exc: BaseException):
+        per = int(dset.chunks[0])
+        a = chunk * per
+        return read_failure(dset, self.reader.path, where, a, min(a + per, int(dset.shape[0])), exc)
+
+    def _decoder(self, demo: str, dset: h5py.Dataset) -> ChunkDecoder | None:
+        """The dataset's chunk decoder: arrays of one key share their filters, so the
+        pipeline is looked at once per key and process (and again if a demo differs)."""
+        known = self._codec
+        if known is not None and known[0] == dset.chunks and known[1] == tuple(filter_ids(dset)):
+            return known[2]
+        decoder = ChunkDecoder.for_dataset(dset)
+        self._codec = (dset.chunks, tuple(filter_ids(dset)), decoder)
+        return decoder
+
+    def _scratch(self, nbytes: int) -> np.ndarray:
+        """Bytes reused from batch to batch: a fresh block of this size would be mapped
+        anew by the allocator and fault in page by page, which costs as much as decoding."""
+        if self._block is None or self._block.nbytes < nbytes:
+            grown = max(nbytes, 2 * (0 if self._block is None else self._block.nbytes))
+            self._block = np.empty(grown, dtype=np.uint8)
+        return self._block[:nbytes]
 
     def _read_block(self, dset, out: np.ndarray, a: int, b: int, where: str) -> None:
         try:
@@ -107,6 +209,31 @@ class ChunkWindows:
                 dset.read_direct(out, np.s_[a:b])
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             raise read_failure(dset, self.reader.path, where, a, b, exc) from None
+
+
+def decode_threads() -> int:
+    """Threads that decode a batch's chunks: the CPUs this process may use (at most 4),
+    or 1 inside a DataLoader worker, where the workers already use the CPUs.
+    DEMOSET_DECODE_THREADS overrides."""
+    chosen = os.environ.get("DEMOSET_DECODE_THREADS")
+    if chosen:
+        return max(int(chosen), 1)
+    torch_data = sys.modules.get("torch.utils.data")
+    if torch_data is not None and torch_data.get_worker_info() is not None:
+        return 1
+    return max(min(len(os.sched_getaffinity(0)), 4), 1)
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """This process's decoding threads (a forked child makes its own)."""
+    key = (os.getpid(), threads)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="demoset-decode")
+    return pool
 
 
 def _runs(chunks: list[int]) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from demoset.loader.alloc import BatchPlan
-from demoset.loader.arrays import FileArray
+from demoset.loader.arrays import FileArray, fill_padding
 from demoset.loader.shifted import next_obs_follows
 
 UNKNOWN, BREAKS, FOLLOWS = -1, 0, 1
@@ -38,28 +38,33 @@ class FilePair:
         return (self.next if group == "next_obs" else self.obs).gather_windows(plan)
 
     def gather_both(self, plan: BatchPlan) -> tuple[np.ndarray, np.ndarray]:
-        """(obs, next_obs) windows: views of one block read once when the batch has no
-        padding and all its demos follow the rule, else two reads."""
+        """(obs, next_obs) windows read once where all the batch's demos follow the rule.
+
+        Without padding both are views of one block. With padding they are two arrays
+        made from the one block, which only pays where a frame costs more to read than to
+        copy: compressed arrays (each frame decoded once instead of twice)."""
         win = plan.win
-        if win.padded or not self.follows(win.demo).all():
+        if (win.padded and not self.obs.compressed) or not self.follows(win.demo).all():
             return self.gather("obs", plan), self.gather("next_obs", plan)
         length = win.length
-        shape = self.obs.frame_shape
-        block = plan.empty((win.size, length + 1, *shape), self.obs.dtype)
+        block = plan.empty((win.size, length + 1, *self.obs.frame_shape), self.obs.dtype)
         demo_length = self._lengths()[win.demo]
-        begin = win.begin
-        stop = np.minimum(begin + length + 1, demo_length)
-        at_end = np.flatnonzero(stop < begin + length + 1)  # last frame: the final next_obs
-
-        def final_frames() -> None:
-            if at_end.size:
-                last = demo_length[at_end] - 1
-                demo = win.demo[at_end]
-                block[at_end, length] = self.next.gather_frames(last, demo, last, plan)
-
-        self.obs.read_windows(block, win.demo, begin, stop, np.zeros_like(begin))
-        final_frames()
-        return block[:, :length], block[:, 1:]
+        begin, end, front = win.begin, win.end, win.pad_front
+        stop = np.minimum(end + 1, demo_length)
+        at_end = np.flatnonzero(stop == end)  # the window's last next_obs is the demo's last
+        self.obs.read_windows(block, win.demo, begin, stop, front)
+        if at_end.size:
+            last = end[at_end] - 1
+            rows = (front + end - begin)[at_end]
+            block[at_end, rows] = self.next.gather_frames(last, win.demo[at_end], last, plan)
+        if not win.padded:
+            return block[:, :length], block[:, 1:]
+        obs = plan.empty((win.size, length, *self.obs.frame_shape), self.obs.dtype)
+        obs[...] = block[:, :length]
+        fill_padding(obs, win)
+        nxt = block[:, 1:]
+        fill_padding(nxt, win)
+        return obs, nxt
 
     def _lengths(self) -> np.ndarray:
         return np.diff(np.append(self.obs.starts, self.obs.frames))
