@@ -104,7 +104,7 @@ class ChunkDecoder:
     def _undo(self, kind: int, data: bytes | memoryview) -> bytes | memoryview:
         """One filter undone."""
         if kind == FLETCHER32:
-            return _checked(data)
+            return checked(data)
         # every filter here keeps the chunk's size: a stream claiming more is damaged
         # (and must not make this process allocate what it claims)
         if kind == ZSTD:
@@ -139,7 +139,7 @@ def zstd_content_size(data: bytes | memoryview) -> int | None:
     return value + 256 if width == 2 else value
 
 
-def _checked(data: bytes | memoryview) -> memoryview:
+def checked(data: bytes | memoryview) -> memoryview:
     """The chunk without its trailing Fletcher-32 checksum, once the checksum matches."""
     if len(data) < 4:
         raise DamagedChunk("shorter than its checksum")

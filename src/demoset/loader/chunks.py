@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import h5py
 import numpy as np
@@ -150,35 +152,15 @@ class ChunkWindows:
                 except (OSError, ValueError, KeyError, RuntimeError) as exc:
                     raise self._failure(dset, where, c, exc) from None
                 jobs.append(
-                    (dset, where, c, decoder, stored, skipped, block[j * per : (j + 1) * per])
+                    (decoder, stored, skipped, block[j * per : (j + 1) * per], (dset, where, c))
                 )
             position = {c: j for j, c in enumerate(chunks)}
             for i in items:
                 c = begins[i] // per
                 copies.append((outs[i], block, position[c] * per + begins[i] - c * per))
-        self._decode_all(jobs)
+        decode_all(jobs, lambda at, exc: self._failure(*at, exc))
         for out, block, row in copies:
             out[...] = block[row : row + len(out)]
-
-    def _decode_all(self, jobs: list[tuple]) -> None:
-        """Decode every job's chunk into its place; the first damaged chunk raises."""
-
-        def decode(job: tuple) -> DemosetError | None:
-            dset, where, c, decoder, stored, skipped, dest = job
-            try:
-                decoder.decode_into(stored, skipped, dest)
-            except DamagedChunk as exc:
-                return self._failure(dset, where, c, exc)
-            return None
-
-        threads = decode_threads()
-        if threads > 1 and len(jobs) > 1:
-            results = list(_pool(threads).map(decode, jobs))
-        else:
-            results = [decode(job) for job in jobs]
-        for failure in results:
-            if failure is not None:
-                raise failure
 
     def _failure(self, dset: h5py.Dataset, where: str, chunk: int, exc: BaseException):
         per = int(dset.chunks[0])
@@ -198,9 +180,7 @@ class ChunkWindows:
     def _scratch(self, nbytes: int) -> np.ndarray:
         """Bytes reused from batch to batch: a fresh block of this size would be mapped
         anew by the allocator and fault in page by page, which costs as much as decoding."""
-        if self._block is None or self._block.nbytes < nbytes:
-            grown = max(nbytes, 2 * (0 if self._block is None else self._block.nbytes))
-            self._block = np.empty(grown, dtype=np.uint8)
+        self._block = reused_block(self._block, nbytes)
         return self._block[:nbytes]
 
     def _read_block(self, dset, out: np.ndarray, a: int, b: int, where: str) -> None:
@@ -222,6 +202,40 @@ def decode_threads() -> int:
     if torch_data is not None and torch_data.get_worker_info() is not None:
         return 1
     return max(min(len(os.sched_getaffinity(0)), 4), 1)
+
+
+def decode_all(jobs: list[tuple], failure: Callable[[Any, DamagedChunk], DemosetError]) -> None:
+    """Decode every job's chunk into its place, on `decode_threads()` threads; the first
+    damaged chunk raises `failure(where, exc)`.
+
+    A job is (ChunkDecoder, stored bytes, filter mask, destination, where): `where` is
+    whatever `failure` needs to name the chunk. Used by `ChunkWindows` (chunks read from
+    the file) and `ram_chunks.RamChunks` (chunks held in RAM)."""
+
+    def decode(job: tuple) -> DemosetError | None:
+        decoder, stored, skipped, dest, where = job
+        try:
+            decoder.decode_into(stored, skipped, dest)
+        except DamagedChunk as exc:
+            return failure(where, exc)
+        return None
+
+    threads = decode_threads()
+    if threads > 1 and len(jobs) > 1:
+        results = list(_pool(threads).map(decode, jobs))
+    else:
+        results = [decode(job) for job in jobs]
+    for failed in results:
+        if failed is not None:
+            raise failed
+
+
+def reused_block(block: np.ndarray | None, nbytes: int) -> np.ndarray:
+    """`block` when it holds `nbytes`, else a new one of at least twice its size: scratch
+    bytes reused from batch to batch (see `ChunkWindows._scratch`)."""
+    if block is None or block.nbytes < nbytes:
+        block = np.empty(max(nbytes, 2 * (0 if block is None else block.nbytes)), dtype=np.uint8)
+    return block
 
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}

@@ -9,18 +9,23 @@ pair serves several keys), and how a batch groups its gathers:
   there are two or more of them);
 - an image key whose obs and next_obs are both cached is one `ShiftedPair` (held once
   while next_obs is obs one step on); both read from the file, a `FilePair` (read once);
+  both held as compressed chunks (`chunk_keys`, cache "all" with `cache_compressed`), one
+  `ChunkPair` (next_obs held once, obs decoded once per batch: `chunk_pair.py`);
 - every other key is gathered on its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 
 from demoset.loader.arrays import ArrayKind, FileArray, RamArray, Storage, ZeroArray
+from demoset.loader.chunk_pair import ChunkPair, KnownRulePair
 from demoset.loader.file_pair import FilePair
 from demoset.loader.pack import RamPack, packable
+from demoset.loader.ram_chunks import RamChunks
 from demoset.loader.reader import DemoReader
 from demoset.loader.shifted import ShiftedPair
 
@@ -56,6 +61,8 @@ class ArrayLayout:
     """Each pack with the batch keys one take of it gives."""
     pairs: list[tuple[ShiftedPair | FilePair, str, str]]
     """(pair, obs key, next_obs key) of the image keys read as one block."""
+    chunk_keys: frozenset[str]
+    """Keys held as compressed chunks (`RamChunks`, `ChunkPair`)."""
     singles: list[str]
     """Batch keys gathered on their own (in neither a pack nor a pair)."""
     reads_file: bool
@@ -66,6 +73,11 @@ class ArrayLayout:
         """Bytes of arrays held in RAM (shared memory)."""
         return int(sum(s.nbytes for s in self.storage))
 
+    @property
+    def chunk_storage(self) -> list[RamChunks | ChunkPair]:
+        """What holds compressed chunks (its RAM is counted from the file: `measure`)."""
+        return [s for s in self.storage if isinstance(s, (RamChunks, ChunkPair))]
+
 
 def plan_layout(
     specs: Specs,
@@ -74,8 +86,11 @@ def plan_layout(
     load_next_obs: bool,
     cache_mode: str | None,
     reader: DemoReader,
+    chunk_keys: Collection[str] = (),
 ) -> ArrayLayout:
-    """Decide the array of every key (nothing is read yet: loading fills `storage`)."""
+    """Decide the array of every key (nothing is read yet: loading fills `storage`).
+
+    `chunk_keys`: cached image keys held as their compressed chunks (`RamChunks`)."""
     groups = ("obs", "next_obs") if load_next_obs else ("obs",)
     batch_keys = sample_keys + tuple(f"{g}/{k}" for g in groups for k in obs_keys)
 
@@ -92,6 +107,7 @@ def plan_layout(
             and not packable(spec[0])
             and specs[next_key] == spec
             and cached(obs_key) == cached(next_key)
+            and (obs_key in chunk_keys) == (next_key in chunk_keys)
         )
 
     arrays: dict[str, ArrayKind] = {}
@@ -100,7 +116,12 @@ def plan_layout(
     paired = [key for key in obs_keys if pairable(key)]
     for key in paired:
         obs_key, next_key = f"obs/{key}", f"next_obs/{key}"
-        if cached(obs_key):  # held once while next_obs is obs one step on
+        if obs_key in chunk_keys:  # compressed in RAM, next_obs held once
+            chunks = ChunkPair(key, *specs[obs_key], reader.path)
+            arrays[obs_key], arrays[next_key] = chunks.obs, chunks.next_side
+            storage.append(chunks)
+            pairs.append((KnownRulePair(chunks), obs_key, next_key))
+        elif cached(obs_key):  # held once while next_obs is obs one step on
             shape, dtype = specs[obs_key]
             pair = ShiftedPair(key, shape, dtype)
             arrays[obs_key], arrays[next_key] = pair.side("obs"), pair.side("next_obs")
@@ -112,6 +133,8 @@ def plan_layout(
             continue
         if spec is None:
             arrays[key] = ZeroArray()
+        elif key in chunk_keys:
+            arrays[key] = RamChunks(key, *spec, reader.path)
         elif cached(key):
             shape, stored = spec
             # dataset keys are served as float32 (robomimic's cache does the same)
@@ -146,16 +169,20 @@ def plan_layout(
         storage=storage,
         packs=packs,
         pairs=pairs,
+        chunk_keys=frozenset(chunk_keys),
         singles=[k for k in batch_keys if k not in in_groups],
         reads_file=any(isinstance(arrays[k], FileArray) for k in batch_keys),
     )
 
 
-def bytes_per_frame(specs: Specs, sample_keys: tuple[str, ...], which: str) -> int:
-    """Bytes one frame of every demo costs in RAM under cache mode `which` ("all", "low_dim")."""
+def bytes_per_frame(
+    specs: Specs, sample_keys: tuple[str, ...], which: str, skip: Collection[str] = ()
+) -> int:
+    """Bytes one frame of every demo costs in RAM under cache mode `which` ("all", "low_dim"),
+    leaving out the keys `skip` (held as compressed chunks: counted from the file)."""
     total = 0
     for key, spec in specs.items():
-        if spec is None:
+        if spec is None or key in skip:
             continue
         shape, dtype = spec
         if key in sample_keys:

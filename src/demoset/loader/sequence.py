@@ -25,6 +25,7 @@ from demoset.loader.alloc import BatchPlan, release_free_heap
 from demoset.loader.batch import SampleBatch, register_default_collate, sample_of
 from demoset.loader.index import WindowIndex
 from demoset.loader.layout import ArrayLayout, bytes_per_frame, is_image_like, plan_layout
+from demoset.loader.ram_chunks import decodable_keys
 from demoset.loader.reader import DemoReader, resolve_arrays
 from demoset.loader.robomimic_compat import RobomimicAttributes, accepts_robomimic_names
 from demoset.memory import ensure_fits, format_bytes
@@ -84,6 +85,13 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
       `shifted.py`, which also holds them once; from the file: `file_pair.py`): an
       in-place change to one shows in the other. False gives them separate memory (the
       same values).
+    - cache_compressed: with cache_mode "all", image keys stored compressed in chunks
+      demoset decodes itself (zstd / deflate / shuffle with Fletcher-32, whole frames per
+      chunk: what `demoset compress` writes by default) are held in shared RAM as their
+      stored chunks, about the file's bytes instead of the frames', and decoded per batch
+      (each chunk once): datasets several times larger than RAM can be cached, at the
+      cost of decoding. Other image storage (Blosc2, LZ4, uncompressed) is cached raw as
+      without it. Checksums are checked while loading. See `ram_chunks.py`.
 
     robomimic's keyword names (hdf5_path, hdf5_cache_mode, ...) and attributes (hdf5_path,
     n_frame_stack, hdf5_file, get_dataset_sampler, ...) work too: see `robomimic_compat.py`.
@@ -121,6 +129,7 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
         stats_cache: bool = True,
         progress: Callable[[int, int], None] | None = None,
         next_obs_views: bool = True,
+        cache_compressed: bool = False,
     ):
         super().__init__()
         self.demos: list[str] = []
@@ -142,6 +151,12 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
                 f"image_format must be 'hwc_uint8' or 'chw_float', got {image_format!r}"
             )
         self.next_obs_views = bool(next_obs_views)
+        if cache_compressed and cache_mode != "all":
+            raise ConfigError(
+                f"cache_compressed=True holds image chunks in RAM: it needs cache_mode='all', "
+                f"got {cache_mode!r}"
+            )
+        self.cache_compressed = bool(cache_compressed)
         if demo_limit is not None and int(demo_limit) < 1:
             raise ConfigError(f"demo_limit must be a positive number of demos, got {demo_limit}")
         self.frame_stack = int(frame_stack)
@@ -195,6 +210,7 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
                 self.load_next_obs,
                 self.cache_mode,
                 self._reader,
+                self._chunk_keys(demos[0]),
             )
             finish = self._add_demos(df, demos, progress)
         finish()
@@ -263,10 +279,27 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
                 )
         return specs
 
-    def _check_memory(self, frames: int, what: str) -> None:
+    def _chunk_keys(self, demo: str) -> frozenset[str]:
+        """Image keys held as compressed chunks (`cache_compressed`): those whose array in
+        `demo` demoset decodes from its stored chunks."""
+        if not self.cache_compressed:
+            return frozenset()
+        images = [
+            key
+            for key, spec in self._specs.items()
+            if spec is not None and key.split("/")[0] in ("obs", "next_obs")
+            if is_image_like(spec[0])
+        ]
+        return decodable_keys(self._reader, demo, images)
+
+    def _check_memory(self, frames: int, what: str, chunk_bytes: int = 0) -> None:
+        """Refuse a cache that would not fit: `frames` frames of every key, keys held as
+        compressed chunks counted as `chunk_bytes` (their stored bytes) instead."""
         if self.cache_mode is None:
             return
-        need = frames * bytes_per_frame(self._specs, self._sample_keys, self.cache_mode)
+        chunked = self._layout.chunk_keys
+        per_frame = bytes_per_frame(self._specs, self._sample_keys, self.cache_mode, chunked)
+        need = frames * per_frame + chunk_bytes
         suggestion = None
         if self.cache_mode == "all":
             low = frames * bytes_per_frame(self._specs, self._sample_keys, "low_dim")
@@ -277,7 +310,10 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
             )
         else:
             suggestion = "use cache_mode=None to read every window from the file"
-        ensure_fits(need, f"{what} with cache_mode={self.cache_mode!r}", self.path, suggestion)
+        mode = f"cache_mode={self.cache_mode!r}" + (
+            " and cache_compressed=True" if self.cache_compressed else ""
+        )
+        ensure_fits(need, f"{what} with {mode}", self.path, suggestion)
 
     def _check_demo(self, df: DemoFile, demo: str, length: int) -> None:
         """Every array the samples read must exist with the first demo's shape and enough steps."""
@@ -326,7 +362,12 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
             self.pad_seq_length,
             demo_names=self.demos + list(demos),
         )
-        self._check_memory(int(all_lengths.sum()), "caching" if not self.demos else "refresh")
+        chunk_bytes = sum(  # held and to come, of keys held as compressed chunks
+            array.nbytes + array.measure(self._reader, demos, lengths)
+            for array in self._layout.chunk_storage
+        )
+        what = "caching" if not self.demos else "refresh"
+        self._check_memory(int(all_lengths.sum()), what, chunk_bytes)
         total = int(lengths.sum()) * len(self._specs)
         done = [0]
 
