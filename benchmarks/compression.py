@@ -15,7 +15,12 @@ Figures:
   0.3.0's SequenceDataset through a DataLoader (torch's default collate, batch 16, 0
   workers, cache "low_dim") on the uncompressed and the zstd:9:16 file. The loaders take turns of
   `--slice` seconds for `--rounds` rounds in one process (the order turning each round);
-  the report gives the median rate of each and the ratios of medians.
+  the report gives the median rate of each and the ratios of medians;
+- RAM caching (issue 19, item 4): demoset with cache "all" on the uncompressed file (raw
+  frames in RAM) and with cache "all" + `cache_compressed=True` on the zstd:9:16 file
+  (compressed chunks in RAM, "all+chunks"), in the same turns, against robomimic's "low_dim"
+  on the uncompressed file; "RAM held" is what each loader caches (demoset's
+  `cached_bytes`; robomimic's: the bytes of the numpy arrays in its `hdf5_cache`).
 
 Run: `.venv/bin/python benchmarks/compression.py` (about 2 minutes; `--quick` for less).
 """
@@ -83,19 +88,29 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
     keys = [*LOW_DIM, *CAMERAS]
     common = dict(frame_stack=1, seq_length=10, pad_frame_stack=True, pad_seq_length=True)
     steps = {}
+    held: dict[str, int] = {}
     rng = np.random.default_rng(0)
-    for name, path in paths.items():
-        for cache in ("low_dim", None):
-            ds = SequenceDataset(
-                path, keys, ["actions"], cache_mode=cache, stats_cache=False, **common
-            )
-            n = len(ds)
+    cases = [(name, cache, False) for name in paths for cache in ("low_dim", None)]
+    cases += [("none", "all", False), ("zstd:9:16", "all", True)]
+    for name, cache, chunks in cases:
+        ds = SequenceDataset(
+            paths[name],
+            keys,
+            ["actions"],
+            cache_mode=cache,
+            cache_compressed=chunks,
+            stats_cache=False,
+            **common,
+        )
+        n = len(ds)
 
-            def step(ds=ds, n=n) -> int:
-                ds.get_batch(rng.integers(0, n, 16))
-                return 16
+        def step(ds=ds, n=n) -> int:
+            ds.get_batch(rng.integers(0, n, 16))
+            return 16
 
-            steps[f"demoset {name} {cache}"] = step
+        label = f"demoset {name} {cache}{'+chunks' if chunks else ''}"
+        steps[label] = step
+        held[label] = ds.cached_bytes
     import robomimic.utils.obs_utils as ObsUtils
     from robomimic.utils.dataset import SequenceDataset as RobomimicDataset
 
@@ -112,6 +127,7 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
         shutil.copyfile(paths[name], own)
         with contextlib.redirect_stdout(io.StringIO()):
             rm = RobomimicDataset(own, keys, ["actions"], hdf5_cache_mode="low_dim", **common)
+        held[f"robomimic {name} low_dim"] = array_bytes(rm.hdf5_cache)
         loader = torch.utils.data.DataLoader(rm, batch_size=16, shuffle=True)
         state = [iter(loader)]
 
@@ -141,7 +157,29 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
         for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
             gc.collect()
             rates[label].append(turn(steps[label], slice_s))
-    return {label: float(np.median(v)) for label, v in rates.items()}
+    return {label: (float(np.median(v)), held[label]) for label, v in rates.items()}
+
+
+def array_bytes(value) -> int:
+    """Bytes of the numpy arrays in nested dicts / lists (robomimic's hdf5_cache)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(array_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(array_bytes(v) for v in value)
+    return 0
+
+
+def image_bytes(path: str) -> int:
+    """Bytes of the camera frames (obs and next_obs) of a file, uncompressed."""
+    with h5py.File(path, "r") as f:
+        return sum(
+            f[f"data/{demo}/{group}/{key}"].nbytes
+            for demo in f["data"]
+            for group in ("obs", "next_obs")
+            for key in CAMERAS
+        )
 
 
 def main(argv=None) -> int:
@@ -181,15 +219,22 @@ def main(argv=None) -> int:
             frames = sum(int(f["data"][d]["actions"].shape[0]) for d in f["data"])
         print(f"\nloader: {frames} frames, batch 16, seq 10, obs+next_obs, two 84x84 cameras")
         rates = loader_speed(paths, args.rounds, args.slice)
-        rm = rates["robomimic none low_dim"]
-        print("| loader | file | cache | samples/s | vs demoset uncompressed | vs robomimic |")
-        print("|---|---|---|---|---|---|")
-        for label, rate in rates.items():
+        rm = rates["robomimic none low_dim"][0]
+        print(
+            "| loader | file | cache | samples/s | vs demoset uncompressed | vs robomimic "
+            "| RAM held |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for label, (rate, nbytes) in rates.items():
             who, name, cache = label.split(" ")
-            own = rates.get(f"demoset none {cache}", rate)
+            own = rates.get(f"demoset none {cache.split('+')[0]}", (rate,))[0]
             print(
-                f"| {who} | {name} | {cache} | {rate:,.0f} | {rate / own:.2f}x | {rate / rm:.1f}x |"
+                f"| {who} | {name} | {cache} | {rate:,.0f} | {rate / own:.2f}x | {rate / rm:.1f}x "
+                f"| {nbytes / 2**20:,.1f} MB |"
             )
+        print(
+            f"(raw frames of the image keys, obs and next_obs: {image_bytes(base) / 2**20:,.1f} MB)"
+        )
     return 0
 
 

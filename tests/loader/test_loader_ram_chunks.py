@@ -29,32 +29,18 @@ from demoset.loader.chunk_pair import ChunkPair
 from demoset.loader.ram_chunks import RamChunks
 
 from tests.format.test_compression import damage_chunk
-from tests.helpers import LIFT_ENV, write_dataset
+from tests.helpers import LIFT_ENV
+from tests.loader import test_loader_compressed
 from tests.loader.test_loader_robomimic import assert_same
 from tests.loader.test_loader_workers import assert_batches_equal, batches
 
-OBS = ["robot0_eef_pos", "agentview_image", "robot0_eye_in_hand_image"]
+OBS = test_loader_compressed.OBS
 CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")
 EXAMPLE = str(Path(__file__).parents[2] / "examples" / "lift_example.hdf5")
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ram_chunks")
-    raw = write_dataset(
-        root / "raw.hdf5",
-        n_demos=4,
-        min_len=12,
-        max_len=30,
-        low_dim={"robot0_eef_pos": 3},
-        cameras=("agentview", "robot0_eye_in_hand"),
-        image_size=12,
-    )
-    out = {"raw": raw}
-    for spec in ("zstd:9:8", "blosc2-zstd:5:16"):
-        out[spec] = str(root / f"{spec.replace(':', '_')}.hdf5")
-        compress_file(raw, out[spec], spec)
-    return out
+files = test_loader_compressed.files
+"""The raw file (4 demos, 12x12 random images) and its zstd:9:8 and blosc2-zstd:5:16 copies."""
 
 
 @pytest.fixture(scope="module")

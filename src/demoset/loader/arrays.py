@@ -15,10 +15,17 @@ that follows `Storage` (what loading fills); most kinds are both:
 - `pack.RamPack` (storage) with its `PackColumn`s (kinds): small cached keys side by side.
 - `shifted.ShiftedPair` (storage) with its `PairSide`s (kinds): an image key's obs and
   next_obs held once.
+- `ram_chunks.RamChunks` (both), and `chunk_pair.ChunkPair` (storage) with its obs
+  `RamChunks` and `NextSide` (kinds): compressed image chunks held in shared RAM and
+  decoded per batch (cache "all" with `cache_compressed`).
+
+`FileArray` and the chunk kinds read windows into a block the caller made
+(`read_windows`); `WindowReads` gives them the batch reads built on that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -242,7 +249,41 @@ class RamArray:
             yield self._data[int(start) : int(start) + int(length)]
 
 
-class FileArray:
+class WindowReads:
+    """The batch reads of an array kind that reads windows into a caller's block
+    (`read_windows(out, demo, begin, end, pad_front)`): windows with their padding, and
+    single frames (goals). `FileArray` reads them from the file (in a reader session),
+    `ram_chunks.RamChunks` decodes them from chunks held in RAM."""
+
+    frame_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def reading(self) -> contextlib.AbstractContextManager:
+        """The scope reads run in (a reader session for arrays read from the file)."""
+        return contextlib.nullcontext()
+
+    def gather_windows(self, plan: BatchPlan) -> np.ndarray:
+        win = plan.win
+        out = plan.empty((win.size, win.length, *self.frame_shape), self.dtype)
+        with self.reading():
+            self.read_windows(out, win.demo, win.begin, win.end, win.pad_front)
+        fill_padding(out, win)
+        return out
+
+    def gather_frames(
+        self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray, plan: BatchPlan
+    ) -> np.ndarray:
+        """Single frames, found by demo and step (`flat` is not needed)."""
+        out = plan.empty((len(step), *self.frame_shape), self.dtype)
+        zero = np.zeros(len(step), dtype=np.int64)
+        with self.reading():
+            self.read_windows(
+                out.reshape(len(step), 1, *self.frame_shape), demo, step, step + 1, zero
+            )
+        return out
+
+
+class FileArray(WindowReads):
     """One key read from the file per window: no RAM held beyond the byte offsets."""
 
     cached = False
@@ -362,22 +403,8 @@ class FileArray:
             chunks = self._chunks = ChunkWindows(self.reader, self.key)
         return chunks
 
-    def gather_windows(self, plan: BatchPlan) -> np.ndarray:
-        win = plan.win
-        out = plan.empty((win.size, win.length, *self.frame_shape), self.dtype)
-        with self.reader.session():
-            self.read_windows(out, win.demo, win.begin, win.end, win.pad_front)
-        fill_padding(out, win)
-        return out
-
-    def gather_frames(
-        self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray, plan: BatchPlan
-    ) -> np.ndarray:
-        out = np.empty((len(flat), 1, *self.frame_shape), dtype=self.dtype)
-        zero = np.zeros(len(flat), dtype=np.int64)
-        with self.reader.session():
-            self.read_windows(out, demo, step, step + 1, zero)
-        return out[:, 0]
+    def reading(self):
+        return self.reader.session()
 
     def demo_arrays(self, reader: DemoReader, demos, lengths, starts):
         for i, (demo, length) in enumerate(zip(demos, lengths)):

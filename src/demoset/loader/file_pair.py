@@ -13,35 +13,27 @@ for, by reading its obs and next_obs in full and comparing them (each process do
 once per demo: about one T-th of what an epoch reads). Batches with padding, or with a
 demo that breaks the rule, are read as two arrays as before.
 
-The same pairing serves compressed chunks held in RAM (`ram_chunks.RamChunks`, cache "all"
-with `cache_compressed`): there too a frame costs a decode, so obs is decoded once per
-batch and next_obs taken from it.
+The same pairing serves compressed chunks held in RAM (cache "all" with `cache_compressed`,
+`chunk_pair.KnownRulePair`, whose rule is known from loading): there too a frame costs a
+decode, so obs is decoded once per batch and next_obs taken from it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from demoset.loader.alloc import BatchPlan
-from demoset.loader.arrays import FileArray, fill_padding
+from demoset.loader.arrays import WindowReads, fill_padding
 from demoset.loader.shifted import next_obs_follows
-
-if TYPE_CHECKING:
-    from demoset.loader.ram_chunks import RamChunks
-
-    WindowSource = FileArray | RamChunks
-    """An array that reads windows into a caller's block (`read_windows`)."""
 
 UNKNOWN, BREAKS, FOLLOWS = -1, 0, 1
 
 
 class FilePair:
-    """obs/<key> and next_obs/<key>, both `FileArray`s or both `RamChunks`, read once
-    where the rule holds."""
+    """obs/<key> and next_obs/<key> (`FileArray`s, or arrays decoded from chunks held in
+    RAM: see `chunk_pair.KnownRulePair`), read once where the rule holds."""
 
-    def __init__(self, obs: WindowSource, nxt: WindowSource):
+    def __init__(self, obs: WindowReads, nxt: WindowReads):
         self.obs = obs
         self.next = nxt
         self.rule = np.zeros(0, dtype=np.int8)
@@ -95,7 +87,7 @@ class FilePair:
             self.rule[d] = FOLLOWS if next_obs_follows(obs, nxt) else BREAKS
         return self.rule[demos] == FOLLOWS
 
-    def _whole(self, array: WindowSource, d: int) -> np.ndarray:
+    def _whole(self, array: WindowReads, d: int) -> np.ndarray:
         length = int(self._lengths()[d])
         out = np.empty((1, length, *array.frame_shape), dtype=array.dtype)
         zero = np.zeros(1, dtype=np.int64)

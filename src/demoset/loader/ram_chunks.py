@@ -46,8 +46,8 @@ import numpy as np
 
 from demoset.errors import LayoutError
 from demoset.format import filter_ids, read_failure
-from demoset.loader.alloc import BatchPlan, shared_array
-from demoset.loader.arrays import fill_padding
+from demoset.loader.alloc import shared_array
+from demoset.loader.arrays import WindowReads
 from demoset.loader.chunk_codec import FLETCHER32, ChunkDecoder, DamagedChunk, checked
 from demoset.loader.chunks import SCRATCH_BYTES, decode_all, reused_block
 from demoset.loader.reader import DemoReader
@@ -66,36 +66,17 @@ def decodable_keys(reader: DemoReader, demo: str, keys: Iterable[str]) -> frozen
     )
 
 
-class DecodedWindows:
-    """The batch reads of an array kind that decodes windows into a caller's block
-    (`read_windows`, as `RamChunks` and `chunk_pair.NextSide` do): windows with padding,
-    single frames (goals), whole demos (statistics)."""
+class DecodedWindows(WindowReads):
+    """An array kind whose windows are decoded from chunks held in RAM (`RamChunks`,
+    `chunk_pair.NextSide`): `WindowReads`' batch reads, and whole demos (statistics)."""
 
-    frame_shape: tuple[int, ...]
-    dtype: np.dtype
     cached = True
     compressed = True
     """Frames cost a decode: FilePair reads obs and next_obs once even with padding."""
 
-    def read_windows(self, out, demo, begin, end, pad_front, rows=None) -> None: ...
-
-    def demo_length(self, d: int) -> int: ...
-
-    def gather_windows(self, plan: BatchPlan) -> np.ndarray:
-        win = plan.win
-        out = plan.empty((win.size, win.length, *self.frame_shape), self.dtype)
-        self.read_windows(out, win.demo, win.begin, win.end, win.pad_front)
-        fill_padding(out, win)
-        return out
-
-    def gather_frames(
-        self, flat: np.ndarray, demo: np.ndarray, step: np.ndarray, plan: BatchPlan
-    ) -> np.ndarray:
-        """Single frames (goals), found by demo and step."""
-        out = plan.empty((len(step), *self.frame_shape), self.dtype)
-        zero = np.zeros(len(step), dtype=np.int64)
-        self.read_windows(out.reshape(len(step), 1, *self.frame_shape), demo, step, step + 1, zero)
-        return out
+    def demo_length(self, d: int) -> int:
+        """Frames of demo `d` (a position in this array)."""
+        raise NotImplementedError
 
     def demo_frames(self, d: int) -> np.ndarray:
         """All frames of demo `d` (a position in this array), decoded."""
@@ -307,19 +288,12 @@ class RamChunks(DecodedWindows):
         self.frames = min(self.frames, frames)
 
     # ------------------------------------------------------------------ reading
-    def read_windows(
-        self,
-        out: np.ndarray,
-        demo: np.ndarray,
-        begin: np.ndarray,
-        end: np.ndarray,
-        pad_front: np.ndarray,
-        rows: np.ndarray | None = None,
-    ) -> None:
-        """Windows [begin, end) of demos `demo` (positions in this array) into `out`
-        (C-contiguous), each at its row of `out` (`rows`, default 0, 1, ...) from frame
-        pad_front on: every chunk the windows touch decoded once (a part of about
-        SCRATCH_BYTES of decoded frames at a time). Empty windows are left alone."""
+    def read_windows(self, out: np.ndarray, demo, begin, end, pad_front, rows=None) -> None:
+        """Windows [begin, end) of demos `demo` (positions in this array; int arrays, like
+        `begin`, `end` and `pad_front`) into `out` (C-contiguous), each at its row of `out`
+        (`rows`, default 0, 1, ...) from frame pad_front on: every chunk the windows touch
+        decoded once (a part of about SCRATCH_BYTES of decoded frames at a time). Empty
+        windows are left alone."""
         demo = np.asarray(demo, dtype=np.int64)
         rows = np.arange(len(demo)) if rows is None else np.asarray(rows, dtype=np.int64)
         keep = np.flatnonzero(end > begin)
