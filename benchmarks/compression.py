@@ -20,7 +20,8 @@ Figures:
   frames in RAM) and with cache "all" + `cache_compressed=True` on the zstd:9:16 file
   (compressed chunks in RAM, "all+chunks"), in the same turns, against robomimic's "low_dim"
   on the uncompressed file; "RAM held" is what each loader caches (demoset's
-  `cached_bytes`; robomimic's: the bytes of the numpy arrays in its `hdf5_cache`).
+  `cached_bytes`; robomimic's: the bytes of the numpy arrays in its `hdf5_cache`), and
+  "start-up s" the constructor's wall time (files in the page cache).
 
 Run: `.venv/bin/python benchmarks/compression.py` (about 2 minutes; `--quick` for less).
 """
@@ -93,6 +94,7 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
     cases = [(name, cache, False) for name in paths for cache in ("low_dim", None)]
     cases += [("none", "all", False), ("zstd:9:16", "all", True)]
     for name, cache, chunks in cases:
+        t0 = time.perf_counter()
         ds = SequenceDataset(
             paths[name],
             keys,
@@ -110,7 +112,7 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
 
         label = f"demoset {name} {cache}{'+chunks' if chunks else ''}"
         steps[label] = step
-        held[label] = ds.cached_bytes
+        held[label] = (ds.cached_bytes, time.perf_counter() - t0)
     import robomimic.utils.obs_utils as ObsUtils
     from robomimic.utils.dataset import SequenceDataset as RobomimicDataset
 
@@ -125,9 +127,10 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
         # and one process may not open the same file both ways
         own = paths[name] + ".robomimic.hdf5"
         shutil.copyfile(paths[name], own)
+        t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             rm = RobomimicDataset(own, keys, ["actions"], hdf5_cache_mode="low_dim", **common)
-        held[f"robomimic {name} low_dim"] = array_bytes(rm.hdf5_cache)
+        held[f"robomimic {name} low_dim"] = (array_bytes(rm.hdf5_cache), time.perf_counter() - t0)
         loader = torch.utils.data.DataLoader(rm, batch_size=16, shuffle=True)
         state = [iter(loader)]
 
@@ -157,7 +160,7 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
         for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
             gc.collect()
             rates[label].append(turn(steps[label], slice_s))
-    return {label: (float(np.median(v)), held[label]) for label, v in rates.items()}
+    return {label: (float(np.median(v)), *held[label]) for label, v in rates.items()}
 
 
 def array_bytes(value) -> int:
@@ -222,15 +225,15 @@ def main(argv=None) -> int:
         rm = rates["robomimic none low_dim"][0]
         print(
             "| loader | file | cache | samples/s | vs demoset uncompressed | vs robomimic "
-            "| RAM held |"
+            "| RAM held | start-up s |"
         )
-        print("|---|---|---|---|---|---|---|")
-        for label, (rate, nbytes) in rates.items():
+        print("|---|---|---|---|---|---|---|---|")
+        for label, (rate, nbytes, startup) in rates.items():
             who, name, cache = label.split(" ")
             own = rates.get(f"demoset none {cache.split('+')[0]}", (rate,))[0]
             print(
                 f"| {who} | {name} | {cache} | {rate:,.0f} | {rate / own:.2f}x | {rate / rm:.1f}x "
-                f"| {nbytes / 2**20:,.1f} MB |"
+                f"| {nbytes / 2**20:,.1f} MB | {startup:.2f} |"
             )
         print(
             f"(raw frames of the image keys, obs and next_obs: {image_bytes(base) / 2**20:,.1f} MB)"

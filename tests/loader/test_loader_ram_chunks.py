@@ -186,16 +186,18 @@ def test_memory_check_counts_the_stored_chunks(renders, monkeypatch):
         SequenceDataset(renders, OBS, cache_mode="all", cache_compressed=True)
 
 
-def test_damaged_chunk_refused_at_load(files, tmp_path):
+@pytest.mark.parametrize("group", ["obs", "next_obs"])
+def test_damaged_chunk_refused_at_load(files, tmp_path, group):
     """zstd chunks carry a Fletcher-32 checksum, checked as each chunk is loaded: the
     dataset is refused when made, naming demo, key and frames."""
     path = str(tmp_path / "damaged.hdf5")
     shutil.copyfile(files["zstd:9:8"], path)
-    damage_chunk(path, "data/demo_1/next_obs/agentview_image", 1)  # frames 8-15
+    damage_chunk(path, f"data/demo_1/{group}/agentview_image", 1)  # frames 8-15
     with pytest.raises(DemosetError) as err:
         SequenceDataset(path, OBS, cache_mode="all", cache_compressed=True)
     msg = str(err.value)
-    assert "/data/demo_1/next_obs/agentview_image" in msg and "frames 8-15" in msg, msg
+    assert f"/data/demo_1/{group}/agentview_image" in msg and "frames 8-15" in msg, msg
+    assert "checksum" in msg, msg
 
 
 def test_damaged_chunk_without_checksum_named_at_first_batch(files, tmp_path):

@@ -3,8 +3,8 @@
 A file written by `demoset compress` stores each demo's camera frames in chunks of several
 frames, 5-10x smaller than the frames (zstd and a Fletcher-32 checksum per chunk by
 default, see format/compression.py). Cache "all" of the raw frames needs their full size;
-holding the stored chunks instead needs about the file's size, so a dataset several times
-larger than RAM can still be cached. The price is decoding: a batch decodes each chunk its
+holding the stored chunks instead needs about their stored size, so a dataset several
+times larger than RAM can still be cached. The price is decoding: a batch decodes each chunk its
 windows touch once, on the decode threads of `chunks.py` (one thread inside a DataLoader
 worker), instead of copying frames.
 
@@ -22,7 +22,8 @@ Fletcher-32 checksum right away, so a damaged chunk is refused when the dataset 
 with a `LayoutError` naming the demo, key and frames; the chunk is then held without its
 checksum and a batch does not check it again. A chunk stored without a checksum (deflate
 alone) can only be checked by decoding it: damage there raises the same kind of error from
-the first batch that needs the chunk.
+the first batch that needs the chunk (or at load, for keys in a `chunk_pair.ChunkPair`,
+which decodes every frame then).
 
 Which keys: image keys whose first demo's filters `ChunkDecoder` decodes (zstd, deflate,
 shuffle, fletcher32: what `demoset compress` writes by default) in chunks of whole frames
@@ -31,9 +32,8 @@ split frames) keeps the raw "all" cache (`RamArray`, `shifted.ShiftedPair`). A l
 of a chosen key that cannot be decoded this way (other filters, chunks never written) is
 read through h5py and held raw, in chunks of `RAW_CHUNK_FRAMES` frames.
 
-An image key's obs and next_obs are both held (together about their stored bytes in the
-file) and paired by `file_pair.FilePair`, which decodes a batch's obs windows once and
-takes next_obs from them one step on where a demo follows that rule.
+An image key whose obs and next_obs are both held this way is one `chunk_pair.ChunkPair`:
+next_obs held once where it is obs one step on, obs decoded once per batch.
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ from demoset.loader.reader import DemoReader
 
 RAW_CHUNK_FRAMES = 16
 """Frames per chunk of a demo held raw (one ChunkDecoder cannot decode)."""
-LOAD_STEP = 16
-"""Demos whose datasets `measure` resolves before letting HDF5 free them."""
 
 
 def decodable_keys(reader: DemoReader, demo: str, keys: Iterable[str]) -> frozenset[str]:
@@ -151,14 +149,13 @@ class RamChunks(DecodedWindows):
         their raw frames where they will be held raw. The next `reserve` makes room for
         them in one allocation."""
         total = 0
-        for at in range(0, len(demos), LOAD_STEP):
-            for demo, length in zip(demos[at : at + LOAD_STEP], lengths[at : at + LOAD_STEP]):
-                dset = reader.dataset(demo, self.key)
-                if ChunkDecoder.for_dataset(dset) is not None:
-                    total += int(dset.id.get_storage_size())
-                else:
-                    total += _raw_chunks(int(length)) * RAW_CHUNK_FRAMES * self.frame_bytes
-            reader.forget()
+        for demo, length in zip(demos, lengths):
+            # not kept in the reader's session (HDF5 holds memory for each open dataset)
+            dset = reader.demofile().dataset(demo, self.key)
+            if ChunkDecoder.for_dataset(dset) is not None:
+                total += int(dset.id.get_storage_size())
+            else:
+                total += _raw_chunks(int(length)) * RAW_CHUNK_FRAMES * self.frame_bytes
         self._wanted = total
         return total
 
