@@ -15,9 +15,7 @@ they live only as long as the reader session, as DemoReader requires.
 from __future__ import annotations
 
 import os
-import sys
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
@@ -25,6 +23,7 @@ import numpy as np
 from demoset.errors import DemosetError, LayoutError
 from demoset.format import filter_ids, read_failure
 from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk
+from demoset.loader.threads import batch_threads, thread_pool
 
 HANDLES = 512
 SCRATCH_BYTES = 32 << 20
@@ -80,7 +79,7 @@ class ChunkWindows:
 
         Called inside a reader session. Each chunk is decoded at most once per call: by
         demoset from its stored bytes where the filters allow (all the batch's chunks
-        together, on `decode_threads()` threads), else by HDF5 in runs of adjacent chunks.
+        together, on `batch_threads()` threads), else by HDF5 in runs of adjacent chunks.
         """
         by_demo: dict[str, list[int]] = {}
         for i, demo in enumerate(demos):
@@ -171,9 +170,9 @@ class ChunkWindows:
                 return self._failure(dset, where, c, exc)
             return None
 
-        threads = decode_threads()
+        threads = batch_threads()
         if threads > 1 and len(jobs) > 1:
-            results = list(_pool(threads).map(decode, jobs))
+            results = list(thread_pool(threads).map(decode, jobs))
         else:
             results = [decode(job) for job in jobs]
         for failure in results:
@@ -209,31 +208,6 @@ class ChunkWindows:
                 dset.read_direct(out, np.s_[a:b])
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             raise read_failure(dset, self.reader.path, where, a, b, exc) from None
-
-
-def decode_threads() -> int:
-    """Threads that decode a batch's chunks: the CPUs this process may use (at most 4),
-    or 1 inside a DataLoader worker, where the workers already use the CPUs.
-    DEMOSET_DECODE_THREADS overrides."""
-    chosen = os.environ.get("DEMOSET_DECODE_THREADS")
-    if chosen:
-        return max(int(chosen), 1)
-    torch_data = sys.modules.get("torch.utils.data")
-    if torch_data is not None and torch_data.get_worker_info() is not None:
-        return 1
-    return max(min(len(os.sched_getaffinity(0)), 4), 1)
-
-
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """This process's decoding threads (a forked child makes its own)."""
-    key = (os.getpid(), threads)
-    pool = _POOLS.get(key)
-    if pool is None:
-        pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="demoset-decode")
-    return pool
 
 
 def _runs(chunks: list[int]) -> list[tuple[int, int]]:
