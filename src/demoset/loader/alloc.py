@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from demoset.loader.index import Windows
+from demoset.loader.recycle import POOL
 
 SHARED_OUTPUT_MIN_BYTES = 1 << 16
 """Batch arrays at least this big are built in shared memory inside DataLoader workers."""
@@ -41,11 +42,14 @@ def shared_array(shape: tuple[int, ...], dtype) -> tuple[object, np.ndarray]:
 
 
 def batch_array(shape: tuple[int, ...], dtype, shared: dict | None) -> np.ndarray:
-    """An uninitialised batch array: in shared memory and registered in `shared` when that
-    is a registry (inside a DataLoader worker) and the array is big enough, else np.empty."""
+    """An uninitialised batch array. Big ones are in shared memory and registered in
+    `shared` when that is a registry (inside a DataLoader worker), else in a block of the
+    process's recycling pool; small ones are plain np.empty."""
     dtype = np.dtype(dtype)
-    if shared is None or math.prod(shape) * dtype.itemsize < SHARED_OUTPUT_MIN_BYTES:
+    if math.prod(shape) * dtype.itemsize < SHARED_OUTPUT_MIN_BYTES:
         return np.empty(shape, dtype=dtype)
+    if shared is None:  # memory used again once the batch is gone (recycle.py)
+        return POOL.empty(tuple(shape), dtype)
     owner, array = shared_array(tuple(shape), dtype)
     shared[id(array)] = (array, owner)
     return array

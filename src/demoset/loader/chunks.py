@@ -15,10 +15,8 @@ they live only as long as the reader session, as DemoReader requires.
 from __future__ import annotations
 
 import os
-import sys
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import h5py
@@ -27,6 +25,7 @@ import numpy as np
 from demoset.errors import DemosetError, LayoutError
 from demoset.format import filter_ids, read_failure
 from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk
+from demoset.loader.threads import batch_threads, thread_pool
 
 HANDLES = 512
 SCRATCH_BYTES = 32 << 20
@@ -82,7 +81,7 @@ class ChunkWindows:
 
         Called inside a reader session. Each chunk is decoded at most once per call: by
         demoset from its stored bytes where the filters allow (all the batch's chunks
-        together, on `decode_threads()` threads), else by HDF5 in runs of adjacent chunks.
+        together, on `batch_threads()` threads), else by HDF5 in runs of adjacent chunks.
         """
         by_demo: dict[str, list[int]] = {}
         for i, demo in enumerate(demos):
@@ -191,22 +190,9 @@ class ChunkWindows:
             raise read_failure(dset, self.reader.path, where, a, b, exc) from None
 
 
-def decode_threads() -> int:
-    """Threads that decode a batch's chunks: the CPUs this process may use (at most 4),
-    or 1 inside a DataLoader worker, where the workers already use the CPUs.
-    DEMOSET_DECODE_THREADS overrides."""
-    chosen = os.environ.get("DEMOSET_DECODE_THREADS")
-    if chosen:
-        return max(int(chosen), 1)
-    torch_data = sys.modules.get("torch.utils.data")
-    if torch_data is not None and torch_data.get_worker_info() is not None:
-        return 1
-    return max(min(len(os.sched_getaffinity(0)), 4), 1)
-
-
 def decode_all(jobs: list[tuple], failure: Callable[[Any, DamagedChunk], DemosetError]) -> None:
-    """Decode every job's chunk into its place, on `decode_threads()` threads; the first
-    damaged chunk raises `failure(where, exc)`.
+    """Decode every job's chunk into its place, on the batch's threads (`threads.py`); the
+    first damaged chunk raises `failure(where, exc)`.
 
     A job is (ChunkDecoder, stored bytes, filter mask, destination, where): `where` is
     whatever `failure` needs to name the chunk. Used by `ChunkWindows` (chunks read from
@@ -220,9 +206,9 @@ def decode_all(jobs: list[tuple], failure: Callable[[Any, DamagedChunk], Demoset
             return failure(where, exc)
         return None
 
-    threads = decode_threads()
+    threads = batch_threads()
     if threads > 1 and len(jobs) > 1:
-        results = list(_pool(threads).map(decode, jobs))
+        results = list(thread_pool(threads).map(decode, jobs))
     else:
         results = [decode(job) for job in jobs]
     for failed in results:
@@ -236,18 +222,6 @@ def reused_block(block: np.ndarray | None, nbytes: int) -> np.ndarray:
     if block is None or block.nbytes < nbytes:
         block = np.empty(max(nbytes, 2 * (0 if block is None else block.nbytes)), dtype=np.uint8)
     return block
-
-
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """This process's decoding threads (a forked child makes its own)."""
-    key = (os.getpid(), threads)
-    pool = _POOLS.get(key)
-    if pool is None:
-        pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="demoset-decode")
-    return pool
 
 
 def _runs(chunks: list[int]) -> list[tuple[int, int]]:

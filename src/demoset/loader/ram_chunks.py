@@ -5,8 +5,8 @@ frames, 5-10x smaller than the frames (zstd and a Fletcher-32 checksum per chunk
 default, see format/compression.py). Cache "all" of the raw frames needs their full size;
 holding the stored chunks instead needs about their stored size, so a dataset several
 times larger than RAM can still be cached. The price is decoding: a batch decodes each chunk its
-windows touch once, on the decode threads of `chunks.py` (one thread inside a DataLoader
-worker), instead of copying frames.
+windows touch once, on the batch's threads (`threads.py`: one inside a DataLoader worker),
+instead of copying frames.
 
 A `RamChunks` holds one key (e.g. "obs/agentview_image") of all selected demos:
 

@@ -1,0 +1,36 @@
+"""The loader's helper threads: how many a batch may use, and the pool they live in.
+
+Two jobs of a batch are bound by one core's speed and release the GIL: decoding
+compressed chunks (`chunks.py`) and copying image frames out of the RAM cache
+(`RamArray.take_into`; one core copies about 9 GB/s here, two about twice that). Inside
+DataLoader workers the workers already use the CPUs, so there a batch uses one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def batch_threads() -> int:
+    """Threads one batch may use: the CPUs this process may run on (at most 4), or 1
+    inside a DataLoader worker. DEMOSET_THREADS overrides (1 turns the threads off)."""
+    chosen = os.environ.get("DEMOSET_THREADS")
+    if chosen:
+        return max(int(chosen), 1)
+    torch_data = sys.modules.get("torch.utils.data")
+    if torch_data is not None and torch_data.get_worker_info() is not None:
+        return 1
+    return max(min(len(os.sched_getaffinity(0)), 4), 1)
+
+
+def thread_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's pool of `threads` threads (a forked child makes its own)."""
+    key = (os.getpid(), threads)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="demoset-batch")
+    return pool
