@@ -28,10 +28,10 @@ from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk
 from demoset.loader.threads import batch_threads, thread_pool
 
 HANDLES = 512
+"""Resolved dataset handles kept per process (each holds a little HDF5 memory)."""
 SCRATCH_BYTES = 32 << 20
 """Decoded chunks held at once per key and process (a batch larger than this is decoded
 in parts)."""
-"""Resolved dataset handles kept per process (each holds a little HDF5 memory)."""
 
 
 class ChunkWindows:
