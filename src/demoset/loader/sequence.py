@@ -28,6 +28,7 @@ from demoset.loader.layout import ArrayLayout, bytes_per_frame, is_image_like, p
 from demoset.loader.ram_chunks import decodable_keys
 from demoset.loader.reader import DemoReader, resolve_arrays
 from demoset.loader.robomimic_compat import RobomimicAttributes, accepts_robomimic_names
+from demoset.loader.threads import batch_threads, thread_pool
 from demoset.memory import ensure_fits, format_bytes
 
 register_default_collate()  # torch's default collate takes the SampleBatch fast path
@@ -564,12 +565,28 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
             raw.update(pack.gather_columns(plan, members))
         for key in layout.singles:
             raw[key] = layout.arrays[key].gather_windows(plan)
-        for pair, obs_key, next_key in layout.pairs:
+
+        def gather_pair(entry) -> None:
+            pair, obs_key, next_key = entry
             if self.next_obs_views:
                 raw[obs_key], raw[next_key] = pair.gather_both(plan)
             else:
                 raw[obs_key] = pair.gather("obs", plan)
                 raw[next_key] = pair.gather("next_obs", plan)
+
+        pairs = layout.pairs
+        # cached pairs side by side on the batch's threads: each is a memory-bound copy
+        # (or decode) that releases the GIL; pairs read from the file stay in this thread,
+        # whose reader session they share
+        threads = batch_threads() if len(pairs) > 1 and not layout.reads_file else 1
+        if threads > 1:
+            done = [thread_pool(threads).submit(gather_pair, p) for p in pairs[1:]]
+            gather_pair(pairs[0])
+            for future in done:
+                future.result()
+        else:
+            for entry in pairs:
+                gather_pair(entry)
         return raw
 
     @guarded_method  # h5py errors on a damaged file become one LayoutError
