@@ -11,6 +11,9 @@ from demoset.loader.recycle import BLOCK_ALIGN, BlockPool
 from tests.helpers import write_dataset
 
 
+CAMERAS = ["agentview_image", "robot0_eye_in_hand_image"]
+
+
 def address(a) -> int:
     return a.__array_interface__["data"][0] if isinstance(a, np.ndarray) else a.data_ptr()
 
@@ -47,13 +50,14 @@ def test_idle_blocks_are_capped():
 
 
 def test_batches_kept_by_the_training_loop_never_change(tmp_path, monkeypatch):
+    """Image batches of 1 MB and more come from the pool; keeping them must keep them."""
     path = write_dataset(
-        tmp_path / "img.hdf5", n_demos=4, min_len=20, max_len=30, cameras=("agentview",),
-        image_size=32,
+        tmp_path / "img.hdf5", n_demos=4, min_len=20, max_len=30,
+        cameras=("agentview", "robot0_eye_in_hand"), image_size=64,
     )  # fmt: skip
     for cache_mode in ("all", "low_dim"):
         ds = SequenceDataset(
-            path, ["agentview_image"], ["actions"], seq_length=8, cache_mode=cache_mode,
+            path, CAMERAS, ["actions"], seq_length=8, cache_mode=cache_mode,
             stats_cache=False,
         )  # fmt: skip
         for collate_fn in (collate, None):
@@ -66,7 +70,7 @@ def test_batches_kept_by_the_training_loop_never_change(tmp_path, monkeypatch):
             for batch, copy in kept:
                 for key, value in copy.items():
                     assert torch.equal(batch["obs"][key], value)
-            # the same batches with one thread and without recycling between them
+            # the same batches with one thread (two cameras: gathered side by side on two)
             monkeypatch.setenv("DEMOSET_THREADS", "1")
             again = [b for b in torch.utils.data.DataLoader(
                 ds, batch_size=16, shuffle=True, collate_fn=collate_fn,
@@ -74,4 +78,6 @@ def test_batches_kept_by_the_training_loop_never_change(tmp_path, monkeypatch):
             )]  # fmt: skip
             monkeypatch.delenv("DEMOSET_THREADS")
             for (batch, _), other in zip(kept, again):
-                assert torch.equal(batch["obs"]["agentview_image"], other["obs"]["agentview_image"])
+                for group in ("obs", "next_obs"):
+                    for key in CAMERAS:
+                        assert torch.equal(batch[group][key], other[group][key])
