@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from contextlib import contextmanager
 
 import h5py
@@ -100,6 +101,8 @@ class DemoReader:
         self._datasets: dict[str, h5py.Dataset] = {}
         self._depth = 0
         self._locked = False
+        self._lock = threading.RLock()
+        """Sessions may be entered from the batch's threads (image keys side by side)."""
 
     def __getstate__(self):
         return {"path": self.path, "swmr": self.swmr, "identity": self.identity}
@@ -116,6 +119,7 @@ class DemoReader:
             self._datasets = {}
             self._depth = 0
             self._locked = False
+            self._lock = threading.RLock()  # a lock held in the parent stays held here
             self._pid = pid
 
     def check_identity(self) -> None:
@@ -129,6 +133,12 @@ class DemoReader:
 
     def fd(self) -> int:
         self._check_pid()
+        if self._fd is None:
+            with self._lock:
+                return self._open_fd()
+        return self._fd
+
+    def _open_fd(self) -> int:
         if self._fd is None:
             try:
                 fd = os.open(self.path, os.O_RDONLY)
@@ -157,17 +167,25 @@ class DemoReader:
     def session(self):
         """Scope in which `demofile()` may be used (nested sessions share one)."""
         self._check_pid()
-        self._depth += 1
+        with self._lock:
+            self._depth += 1
         try:
             yield self
         finally:
-            self._depth -= 1
-            if self._depth == 0 and self.swmr:
-                self._close_df()
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self.swmr:
+                    self._close_df()
 
     def demofile(self) -> DemoFile:
         """The open DemoFile of this session (opened, and in swmr mode locked, on first use)."""
         self._check_pid()
+        if self._df is not None:
+            return self._df
+        with self._lock:
+            return self._open_df()
+
+    def _open_df(self) -> DemoFile:
         if self._df is None:
             if self.swmr and self._depth == 0:
                 raise RuntimeError("DemoReader.demofile() outside a session")  # pragma: no cover

@@ -575,10 +575,10 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
                 raw[next_key] = pair.gather("next_obs", plan)
 
         pairs = layout.pairs
-        # cached pairs side by side on the batch's threads: each is a memory-bound copy
-        # (or decode) that releases the GIL; pairs read from the file stay in this thread,
-        # whose reader session they share
-        threads = batch_threads() if len(pairs) > 1 and not layout.reads_file else 1
+        # image keys side by side on the batch's threads: each is a memory-bound copy, a
+        # read of the page cache or a decode, all of which release the GIL (the reader's
+        # sessions are thread-safe; this thread's session keeps the file open meanwhile)
+        threads = batch_threads() if len(pairs) > 1 else 1
         if threads > 1:
             done = [thread_pool(threads).submit(gather_pair, p) for p in pairs[1:]]
             gather_pair(pairs[0])
