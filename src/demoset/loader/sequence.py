@@ -561,10 +561,6 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
         gather (or file read) per pair or other key."""
         layout = self._layout
         raw: dict[str, np.ndarray] = {}
-        for pack, members in layout.packs:
-            raw.update(pack.gather_columns(plan, members))
-        for key in layout.singles:
-            raw[key] = layout.arrays[key].gather_windows(plan)
 
         def gather_pair(entry) -> None:
             pair, obs_key, next_key = entry
@@ -574,19 +570,25 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
                 raw[obs_key] = pair.gather("obs", plan)
                 raw[next_key] = pair.gather("next_obs", plan)
 
-        pairs = layout.pairs
         # image keys side by side on the batch's threads: each is a memory-bound copy, a
         # read of the page cache or a decode, all of which release the GIL (the reader's
         # sessions are thread-safe; this thread's session keeps the file open meanwhile)
+        pairs = layout.pairs
         threads = batch_threads() if len(pairs) > 1 else 1
-        if threads > 1:
-            done = [thread_pool(threads).submit(gather_pair, p) for p in pairs[1:]]
-            gather_pair(pairs[0])
-            for future in done:
-                future.result()
-        else:
-            for entry in pairs:
+        elsewhere = pairs[1:] if threads > 1 else []
+        running = [thread_pool(threads).submit(gather_pair, entry) for entry in elsewhere]
+        try:
+            for pack, members in layout.packs:
+                raw.update(pack.gather_columns(plan, members))
+            for key in layout.singles:
+                raw[key] = layout.arrays[key].gather_windows(plan)
+            for entry in pairs[: len(pairs) - len(elsewhere)]:
                 gather_pair(entry)
+        finally:  # never leave a thread reading after this batch's session ends
+            failures = [future.exception() for future in running]
+        for failure in failures:
+            if failure is not None:
+                raise failure
         return raw
 
     @guarded_method  # h5py errors on a damaged file become one LayoutError
