@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
@@ -43,8 +44,11 @@ class ChunkWindows:
         self._pid: int | None = None
         self._handles: OrderedDict[str, h5py.Dataset] = OrderedDict()
         self._codec: tuple | None = None
-        self._block: np.ndarray | None = None
         """(chunk shape, filter ids, ChunkDecoder or None) of the last dataset decoded."""
+        self._block: np.ndarray | None = None
+        self._stored: np.ndarray | None = None
+        self._places: dict[str, ChunkPlaces | None] = {}
+        """Per demo, where its chunks lie in the file (None: read through h5py)."""
 
     def __getstate__(self):
         return {"reader": self.reader, "key": self.key}
@@ -86,12 +90,27 @@ class ChunkWindows:
         by_demo: dict[str, list[int]] = {}
         for i, demo in enumerate(demos):
             by_demo.setdefault(demo, []).append(i)
-        decoded: list[tuple[h5py.Dataset, str, list[int], list[int], ChunkDecoder]] = []
+        decoded: list[tuple[ChunkPlaces, str, list[int], list[int]]] = []
         for demo, items in by_demo.items():
-            dset = self._dataset(demo)
-            n = int(dset.shape[0])
             where = f"/data/{demo}/{self.key}"
             stops = {i: begins[i] + len(outs[i]) for i in items}
+            places = self._places_of(demo)
+            if places is not None:  # no HDF5 call: the chunks' bytes are read directly
+                if max(stops.values()) > places.frames:
+                    raise LayoutError(
+                        f"array has {places.frames} steps, fewer than the demo's "
+                        f"{max(stops.values())}",
+                        self.reader.path,
+                        where,
+                    )
+                per = places.per
+                needed: set[int] = set()
+                for i in items:
+                    needed.update(range(begins[i] // per, -(-stops[i] // per)))
+                decoded.append((places, where, items, sorted(needed)))
+                continue
+            dset = self._dataset(demo)
+            n = int(dset.shape[0])
             if max(stops.values()) > n:
                 raise LayoutError(
                     f"array has {n} steps, fewer than the demo's {max(stops.values())}",
@@ -103,13 +122,9 @@ class ChunkWindows:
                     self._read_block(dset, outs[i], begins[i], stops[i], where)
                 continue
             per = int(dset.chunks[0])
-            needed: set[int] = set()
+            needed = set()
             for i in items:
                 needed.update(range(begins[i] // per, -(-stops[i] // per)))
-            decoder = self._decoder(demo, dset)
-            if decoder is not None:
-                decoded.append((dset, where, items, sorted(needed), decoder))
-                continue
             for first, last in _runs(sorted(needed)):
                 a, b = first * per, min((last + 1) * per, n)
                 block = np.empty((b - a, *dset.shape[1:]), dtype=outs[items[0]].dtype)
@@ -120,7 +135,7 @@ class ChunkWindows:
         group: list = []
         group_bytes = 0
         for entry in decoded:  # at most about SCRATCH_BYTES of decoded chunks at a time
-            nbytes = entry[4].chunk_nbytes * len(entry[3])
+            nbytes = entry[0].decoder.chunk_nbytes * len(entry[3])
             if group and group_bytes + nbytes > SCRATCH_BYTES:
                 self._decode_windows(group, begins, outs)
                 group, group_bytes = [], 0
@@ -130,29 +145,25 @@ class ChunkWindows:
             self._decode_windows(group, begins, outs)
 
     def _decode_windows(self, decoded: list, begins: list[int], outs: list[np.ndarray]) -> None:
-        """Fetch the stored bytes of every needed chunk, decode them all, copy the windows.
+        """Read the stored bytes of every needed chunk, decode them all, copy the windows.
 
         A window's chunks are adjacent and all needed, so they lie one after another in
         its demo's part of the scratch block."""
-        scratch = self._scratch(sum(d.chunk_nbytes * len(c) for _, _, _, c, d in decoded))
+        scratch = self._scratch(sum(p.decoder.chunk_nbytes * len(c) for p, _, _, c in decoded))
+        wanted = [(places, c) for places, _, _, chunks in decoded for c in chunks]
+        stored = self._read_stored(wanted)
         jobs: list[tuple] = []
         copies: list[tuple[np.ndarray, np.ndarray, int]] = []
         at = 0
-        for dset, where, items, chunks, decoder in decoded:
-            per = int(dset.chunks[0])
-            tail = (0,) * (dset.ndim - 1)
-            nbytes = decoder.chunk_nbytes * len(chunks)
-            block = scratch[at : at + nbytes].view(dset.dtype)
-            block = block.reshape(len(chunks) * per, *dset.shape[1:])
+        for places, where, items, chunks in decoded:
+            per = places.per
+            nbytes = places.decoder.chunk_nbytes * len(chunks)
+            block = scratch[at : at + nbytes].view(places.dtype)
+            block = block.reshape(len(chunks) * per, *places.frame_shape)
             at += nbytes
             for j, c in enumerate(chunks):
-                try:
-                    skipped, stored = dset.id.read_direct_chunk((c * per, *tail))
-                except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                    raise self._failure(dset, where, c, exc) from None
-                jobs.append(
-                    (decoder, stored, skipped, block[j * per : (j + 1) * per], (dset, where, c))
-                )
+                dest = block[j * per : (j + 1) * per]
+                jobs.append((places.decoder, next(stored), int(places.masks[c]), dest, (where, c)))
             position = {c: j for j, c in enumerate(chunks)}
             for i in items:
                 c = begins[i] // per
@@ -161,10 +172,47 @@ class ChunkWindows:
         for out, block, row in copies:
             out[...] = block[row : row + len(out)]
 
-    def _failure(self, dset: h5py.Dataset, where: str, chunk: int, exc: BaseException):
-        per = int(dset.chunks[0])
-        a = chunk * per
-        return read_failure(dset, self.reader.path, where, a, min(a + per, int(dset.shape[0])), exc)
+    def _read_stored(self, wanted: list) -> Iterator[memoryview]:
+        """The stored bytes of each (places, chunk) of `wanted`, read with one `preadv`
+        each into one reused buffer (the views stay valid until the next batch)."""
+        sizes = [int(places.sizes[c]) for places, c in wanted]
+        self._stored = reused_block(self._stored, sum(sizes))
+        buffer = memoryview(self._stored)
+        fd = self.reader.fd()
+        views = []
+        at = 0
+        for (places, c), size in zip(wanted, sizes):
+            view = buffer[at : at + size]
+            at += size
+            if os.preadv(fd, [view], int(places.offsets[c])) != size:
+                raise LayoutError(
+                    "file ended inside a compressed chunk (truncated?)",
+                    self.reader.path,
+                    f"/data/{places.demo}/{self.key}",
+                )
+            views.append(view)
+        return iter(views)
+
+    def _failure(self, where: str, chunk: int, exc: BaseException) -> DemosetError:
+        """The error naming a damaged chunk's demo, key and frames (HDF5 is asked for the
+        dataset only now, to name a missing filter as everywhere else)."""
+        demo = where.split("/")[2]
+        with self.reader.session():
+            dset = self._dataset(demo)
+            per = int(dset.chunks[0])
+            a = chunk * per
+            stop = min(a + per, int(dset.shape[0]))
+            return read_failure(dset, self.reader.path, where, a, stop, exc)
+
+    def _places_of(self, demo: str) -> ChunkPlaces | None:
+        """Where `demo`'s chunks lie, found once per process (None: h5py reads them)."""
+        if self._pid != os.getpid():
+            self._handles, self._places, self._pid = OrderedDict(), {}, os.getpid()
+        if demo not in self._places:
+            dset = self._dataset(demo)
+            decoder = self._decoder(demo, dset)
+            self._places[demo] = None if decoder is None else ChunkPlaces.of(demo, dset, decoder)
+        return self._places[demo]
 
     def _decoder(self, demo: str, dset: h5py.Dataset) -> ChunkDecoder | None:
         """The dataset's chunk decoder: arrays of one key share their filters, so the
@@ -188,6 +236,47 @@ class ChunkWindows:
                 dset.read_direct(out, np.s_[a:b])
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             raise read_failure(dset, self.reader.path, where, a, b, exc) from None
+
+
+@dataclass
+class ChunkPlaces:
+    """Where one demo's chunks of a key lie in the file: offset, stored size and filter
+    mask of every chunk, in frame order, with what decoding them needs.
+
+    Chunks of a committed demo never move (writers only append), so the loader reads
+    them by byte offset like uncompressed frames, without HDF5 after this is made."""
+
+    demo: str
+    per: int
+    frames: int
+    frame_shape: tuple[int, ...]
+    dtype: np.dtype
+    decoder: ChunkDecoder
+    offsets: np.ndarray
+    sizes: np.ndarray
+    masks: np.ndarray
+
+    @classmethod
+    def of(cls, demo: str, dset: h5py.Dataset, decoder: ChunkDecoder) -> ChunkPlaces | None:
+        """The places of `dset`'s chunks, or None when a chunk is not written (HDF5 fills
+        it with the fill value: left to h5py)."""
+        per = int(dset.chunks[0])
+        count = -(-int(dset.shape[0]) // per)
+        offsets = np.full(count, -1, dtype=np.int64)
+        sizes = np.zeros(count, dtype=np.int64)
+        masks = np.zeros(count, dtype=np.int64)
+        try:
+            for i in range(dset.id.get_num_chunks()):
+                info = dset.id.get_chunk_info(i)
+                c = int(info.chunk_offset[0]) // per
+                if 0 <= c < count and info.byte_offset is not None:
+                    offsets[c], sizes[c], masks[c] = info.byte_offset, info.size, info.filter_mask
+        except (OSError, ValueError, RuntimeError):
+            return None
+        if (offsets < 0).any():
+            return None
+        return cls(demo, per, int(dset.shape[0]), tuple(dset.shape[1:]), dset.dtype, decoder,
+                   offsets, sizes, masks)  # fmt: skip
 
 
 def decode_all(jobs: list[tuple], failure: Callable[[Any, DamagedChunk], DemosetError]) -> None:
