@@ -5,7 +5,8 @@ image key's windows out of RAM, reading an image key's windows from the page cac
 (`preadv`), and decoding compressed chunks (`chunks.py`, `ram_chunks.py`). So
 `SequenceDataset._gather` runs the image keys side by side, one per thread, and chunks are
 decoded on the threads. Measured with two 84x84 cameras, batch 16, 12 paired rounds in
-one process: cache "all" +13-16 %, "low_dim" +24-34 %, None +29 %. Splitting one copy in
+one process: cache "all" +13-30 %, "low_dim" +24-34 %, None +29 % on a quiet machine;
+with the other core busy (a test run beside it) "all" lost 3-7 %. Splitting one copy in
 halves gained nothing (one core already moves about 14 GB/s, and a 0.25 ms copy is too
 short to hand out). Inside DataLoader workers the workers already use the CPUs, so there a
 batch uses one thread.
