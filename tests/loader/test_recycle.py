@@ -10,7 +10,6 @@ from demoset.loader.recycle import BLOCK_ALIGN, BlockPool
 
 from tests.helpers import write_dataset
 
-
 CAMERAS = ["agentview_image", "robot0_eye_in_hand_image"]
 
 
