@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tqdm import tqdm
@@ -128,3 +129,61 @@ def add_split_output_args(parser: argparse.ArgumentParser) -> None:
         help="compress image observations in the output file",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+
+def run_with_progress(
+    work: Callable[..., Any], desc: str, unit: str, *args: Any, **options: Any
+) -> Any:
+    """Call `work(*args, progress=..., **options)` under a progress bar and return its result.
+
+    The library functions report (done, total) through a `progress` callback; this is the one
+    place the CLI wires such a callback to a tqdm bar on stderr.
+    """
+    with progress_bar(None, desc, unit=unit) as bar:
+        return work(*args, progress=progress_callback(bar), **options)
+
+
+def run_split_converter(convert: Callable[..., Any], args: argparse.Namespace) -> Any:
+    """Run a converter registered with `add_split_output_args` on `args.input`.
+
+    Such converters take the same output options (split ratio, seed, image compression,
+    overwrite), so their commands pass them, and show progress by episode, in one way.
+    """
+    return run_with_progress(
+        convert,
+        "converting",
+        "episode",
+        args.input,
+        args.out,
+        valid_ratio=args.valid_ratio,
+        seed=args.seed,
+        image_compression=args.image_compression,
+        overwrite=args.overwrite,
+    )
+
+
+def run_export(export: Callable[..., Any], args: argparse.Namespace, **options: Any) -> Any:
+    """Run an `export_*` function from the dataset argument to `--out`, with its own options.
+
+    Every export target takes the dataset, --out, --filter-key and --overwrite the same way
+    and shows progress by episode; only the target's own options differ.
+    """
+    return run_with_progress(
+        export,
+        "exporting",
+        "episode",
+        dataset_path(args),
+        args.out,
+        filter_key=args.filter_key,
+        overwrite=args.overwrite,
+        **options,
+    )
+
+
+def print_filter_keys(counts: Mapping[str, int]) -> None:
+    """Print a converter's filter keys with their sizes, `filter keys: train (9), valid (1)`.
+
+    Prints nothing when there are none, so a converter's summary stays short.
+    """
+    if counts:
+        print("filter keys: " + ", ".join(f"{k} ({n})" for k, n in counts.items()))
