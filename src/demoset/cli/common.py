@@ -143,23 +143,23 @@ def run_with_progress(
         return work(*args, progress=progress_callback(bar), **options)
 
 
+def options_of(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The parsed options `names` as keyword arguments of a library function.
+
+    For commands whose option names (argparse dests) are the function's parameter names, so
+    the command lists the names once instead of spelling `name=args.name` for each.
+    """
+    return {name: getattr(args, name) for name in names}
+
+
 def run_split_converter(convert: Callable[..., Any], args: argparse.Namespace) -> Any:
     """Run a converter registered with `add_split_output_args` on `args.input`.
 
     Such converters take the same output options (split ratio, seed, image compression,
     overwrite), so their commands pass them, and show progress by episode, in one way.
     """
-    return run_with_progress(
-        convert,
-        "converting",
-        "episode",
-        args.input,
-        args.out,
-        valid_ratio=args.valid_ratio,
-        seed=args.seed,
-        image_compression=args.image_compression,
-        overwrite=args.overwrite,
-    )
+    options = options_of(args, "valid_ratio", "seed", "image_compression", "overwrite")
+    return run_with_progress(convert, "converting", "episode", args.input, args.out, **options)
 
 
 def run_export(export: Callable[..., Any], args: argparse.Namespace, **options: Any) -> Any:
@@ -168,16 +168,9 @@ def run_export(export: Callable[..., Any], args: argparse.Namespace, **options: 
     Every export target takes the dataset, --out, --filter-key and --overwrite the same way
     and shows progress by episode; only the target's own options differ.
     """
-    return run_with_progress(
-        export,
-        "exporting",
-        "episode",
-        dataset_path(args),
-        args.out,
-        filter_key=args.filter_key,
-        overwrite=args.overwrite,
-        **options,
-    )
+    options = {**options_of(args, "filter_key", "overwrite"), **options}
+    path = dataset_path(args)
+    return run_with_progress(export, "exporting", "episode", path, args.out, **options)
 
 
 def print_filter_keys(counts: Mapping[str, int]) -> None:
