@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -148,6 +150,34 @@ def split_demos(demos: list[str], ratio: float, seed: int = 0) -> tuple[list[str
     train = [ordered[i] for i in (1 - mask).nonzero()[0]]
     valid = [ordered[i] for i in mask.nonzero()[0]]
     return train, valid
+
+
+def train_valid_keys(demos: list[str], ratio: float, seed: int = 0) -> dict[str, list[str]]:
+    """`train` and `valid` filter keys by robomimic's rule (`split_demos`), or {} for no split.
+
+    For converters of sources without a split of their own: a ratio of 0 or less, fewer than
+    two demos, or a ratio too small to give one valid demo writes no split rather than an
+    empty key. A ratio of 1 or more still fails as in `split_demos`.
+    """
+    if ratio > 0 and len(demos) > 1:
+        train, valid = split_demos(demos, ratio, seed)
+        if valid:
+            return {"train": train, "valid": valid}
+    return {}
+
+
+def keys_among(filter_keys: Mapping[str, Any], demos: Iterable[str]) -> dict[str, list[str]]:
+    """Each filter key restricted to `demos`; keys that are not lists or end up empty go.
+
+    For converters that give back an exported file's filter keys: the new file must name
+    only demos it holds, and a key with none of them left would select nothing.
+    """
+    known = set(demos)
+    return {
+        key: [m for m in members if m in known]
+        for key, members in filter_keys.items()
+        if isinstance(members, list) and any(m in known for m in members)
+    }
 
 
 def split_train_valid(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tqdm import tqdm
@@ -128,3 +129,54 @@ def add_split_output_args(parser: argparse.ArgumentParser) -> None:
         help="compress image observations in the output file",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+
+def run_with_progress(
+    work: Callable[..., Any], desc: str, unit: str, *args: Any, **options: Any
+) -> Any:
+    """Call `work(*args, progress=..., **options)` under a progress bar and return its result.
+
+    The library functions report (done, total) through a `progress` callback; this is the one
+    place the CLI wires such a callback to a tqdm bar on stderr.
+    """
+    with progress_bar(None, desc, unit=unit) as bar:
+        return work(*args, progress=progress_callback(bar), **options)
+
+
+def options_of(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The parsed options `names` as keyword arguments of a library function.
+
+    For commands whose option names (argparse dests) are the function's parameter names, so
+    the command lists the names once instead of spelling `name=args.name` for each.
+    """
+    return {name: getattr(args, name) for name in names}
+
+
+def run_split_converter(convert: Callable[..., Any], args: argparse.Namespace) -> Any:
+    """Run a converter registered with `add_split_output_args` on `args.input`.
+
+    Such converters take the same output options (split ratio, seed, image compression,
+    overwrite), so their commands pass them, and show progress by episode, in one way.
+    """
+    options = options_of(args, "valid_ratio", "seed", "image_compression", "overwrite")
+    return run_with_progress(convert, "converting", "episode", args.input, args.out, **options)
+
+
+def run_export(export: Callable[..., Any], args: argparse.Namespace, **options: Any) -> Any:
+    """Run an `export_*` function from the dataset argument to `--out`, with its own options.
+
+    Every export target takes the dataset, --out, --filter-key and --overwrite the same way
+    and shows progress by episode; only the target's own options differ.
+    """
+    options = {**options_of(args, "filter_key", "overwrite"), **options}
+    path = dataset_path(args)
+    return run_with_progress(export, "exporting", "episode", path, args.out, **options)
+
+
+def print_filter_keys(counts: Mapping[str, int]) -> None:
+    """Print a converter's filter keys with their sizes, `filter keys: train (9), valid (1)`.
+
+    Prints nothing when there are none, so a converter's summary stays short.
+    """
+    if counts:
+        print("filter keys: " + ", ".join(f"{k} ({n})" for k, n in counts.items()))

@@ -25,19 +25,10 @@ def register(sources: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import print_filter_keys, run_split_converter
     from demoset.convert.lerobot_import import convert_lerobot
 
-    with progress_bar(None, "converting", unit="episode") as bar:
-        result = convert_lerobot(
-            args.input,
-            args.out,
-            valid_ratio=args.valid_ratio,
-            seed=args.seed,
-            image_compression=args.image_compression,
-            overwrite=args.overwrite,
-            progress=progress_callback(bar),
-        )
+    result = run_split_converter(convert_lerobot, args)
     print(
         f"wrote {result.out}: {result.demos} demos, {result.frames} frames from a LeRobot "
         f"{result.codebase_version} dataset at {result.fps} fps; obs keys {', '.join(result.obs_keys)}"
@@ -46,6 +37,5 @@ def run(args: argparse.Namespace) -> int:
         print("restored demo names, attributes, env_args and filter keys from meta/demoset.hdf5")
     else:
         print(f"env_args: placeholder gym env {result.env_name!r} (LeRobot names no environment)")
-    if result.filter_keys:
-        print("filter keys: " + ", ".join(f"{k} ({n})" for k, n in result.filter_keys.items()))
+    print_filter_keys(result.filter_keys)
     return 0

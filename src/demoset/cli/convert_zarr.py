@@ -23,25 +23,15 @@ def register(sources: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import print_filter_keys, run_split_converter
     from demoset.convert.zarr_replay import convert_zarr
 
-    with progress_bar(None, "converting", unit="episode") as bar:
-        result = convert_zarr(
-            args.input,
-            args.out,
-            valid_ratio=args.valid_ratio,
-            seed=args.seed,
-            image_compression=args.image_compression,
-            overwrite=args.overwrite,
-            progress=progress_callback(bar),
-        )
+    result = run_split_converter(convert_zarr, args)
     print(
         f"wrote {result.out}: {result.demos} demos, {result.steps} steps; "
         f"obs keys {', '.join(result.obs_keys)}"
     )
     if not result.restored_from_export:
         print(f"env_args: placeholder gym env {result.env_name!r} (a replay buffer names none)")
-    if result.filter_keys:
-        print("filter keys: " + ", ".join(f"{k} ({n})" for k, n in result.filter_keys.items()))
+    print_filter_keys(result.filter_keys)
     return 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 from demoset.cli.common import (
     add_filter_key_arg,
     dataset_path,
+    options_of,
     preflight_input,
     progress_bar,
     progress_callback,
@@ -151,85 +154,57 @@ def run_remove(args: argparse.Namespace) -> int:
     return _run(args, "remove-demos", call)
 
 
-def run_trim(args: argparse.Namespace) -> int:
-    from demoset.editing import trim_demos
+def _edit(
+    args: argparse.Namespace, label: str, edit: Callable[..., Any], *positional: Any, **options: Any
+) -> int:
+    """Run `edit(source, args.out, *positional, **options)` as the command `label`.
 
+    Every edit function takes the source, the new file, --overwrite and a progress callback
+    the same way; only its own arguments differ, so each command passes just those.
+    """
     return _run(
         args,
-        "trim",
-        lambda path, progress: trim_demos(
-            path,
-            args.out,
-            start=args.start,
-            end=args.end,
-            idle_start=args.idle_start,
-            idle_end=args.idle_end,
-            idle_tol=args.idle_tol,
-            demos=args.demos,
-            overwrite=args.overwrite,
-            progress=progress,
+        label,
+        lambda path, progress: edit(
+            path, args.out, *positional, overwrite=args.overwrite, progress=progress, **options
         ),
     )
+
+
+def run_trim(args: argparse.Namespace) -> int:
+    """`demoset edit trim`: cut frames at the start and/or end of demos."""
+    from demoset.editing import trim_demos
+
+    names = ("start", "end", "idle_start", "idle_end", "idle_tol", "demos")
+    return _edit(args, "trim", trim_demos, **options_of(args, *names))
 
 
 def run_rename(args: argparse.Namespace) -> int:
+    """`demoset edit rename-key`: rename an array in every demo."""
     from demoset.editing import rename_key
 
-    return _run(
-        args,
-        "rename-key",
-        lambda path, progress: rename_key(
-            path,
-            args.out,
-            args.key,
-            args.new,
-            group=args.group,
-            overwrite=args.overwrite,
-            progress=progress,
-        ),
-    )
+    return _edit(args, "rename-key", rename_key, args.key, args.new, group=args.group)
 
 
 def run_drop(args: argparse.Namespace) -> int:
+    """`demoset edit drop-key`: drop an array from every demo."""
     from demoset.editing import drop_key
 
-    return _run(
-        args,
-        "drop-key",
-        lambda path, progress: drop_key(
-            path, args.out, args.key, group=args.group, overwrite=args.overwrite, progress=progress
-        ),
-    )
+    return _edit(args, "drop-key", drop_key, args.key, group=args.group)
 
 
 def run_add(args: argparse.Namespace) -> int:
+    """`demoset edit add-key`: add an observation computed by a Python function."""
     from demoset.editing import add_key
 
-    return _run(
-        args,
-        "add-key",
-        lambda path, progress: add_key(
-            path, args.out, args.name, args.function, overwrite=args.overwrite, progress=progress
-        ),
-    )
+    return _edit(args, "add-key", add_key, args.name, args.function)
 
 
 def run_relabel(args: argparse.Namespace) -> int:
+    """`demoset edit relabel`: recompute rewards and/or dones from success."""
     from demoset.editing import relabel
 
-    return _run(
-        args,
-        "relabel",
-        lambda path, progress: relabel(
-            path,
-            args.out,
-            rewards=args.rewards,
-            dones=args.dones,
-            success_reward=args.success_reward,
-            overwrite=args.overwrite,
-            progress=progress,
-        ),
-    )
+    return _edit(args, "relabel", relabel, **options_of(args, "rewards", "dones", "success_reward"))
 
 
 def _parse_values(items: list[str]) -> dict:
@@ -248,19 +223,8 @@ def _parse_values(items: list[str]) -> dict:
 
 
 def run_set_meta(args: argparse.Namespace) -> int:
+    """`demoset edit set-meta`: set ep_meta entries of the chosen demos."""
     from demoset.editing import set_meta
 
     values = _parse_values(args.values)
-    return _run(
-        args,
-        "set-meta",
-        lambda path, progress: set_meta(
-            path,
-            args.out,
-            values=values,
-            lang=args.lang,
-            demos=args.demos,
-            overwrite=args.overwrite,
-            progress=progress,
-        ),
-    )
+    return _edit(args, "set-meta", set_meta, values=values, **options_of(args, "lang", "demos"))

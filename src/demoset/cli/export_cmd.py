@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from demoset.cli.common import add_dataset_arg, add_filter_key_arg, dataset_path
+from demoset.cli.common import add_dataset_arg, add_filter_key_arg
 
 # further export targets, each registering itself from its own module
 EXPORT_MODULES = ["demoset.cli.export_lerobot", "demoset.cli.export_zarr"]
@@ -47,20 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_minari(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import options_of, run_export
     from demoset.convert.minari import export_minari
 
-    with progress_bar(None, "exporting", unit="episode") as bar:
-        result = export_minari(
-            dataset_path(args),
-            args.out,
-            dataset_id=args.dataset_id,
-            filter_key=args.filter_key,
-            exact_images=args.exact_images,
-            overwrite=args.overwrite,
-            description=args.description,
-            progress=progress_callback(bar),
-        )
+    options = options_of(args, "dataset_id", "exact_images", "description")
+    result = run_export(export_minari, args, **options)
     print(
         f"wrote Minari dataset {result.dataset_id} at {result.dataset_dir}: "
         f"{result.episodes} episodes, {result.steps} steps"

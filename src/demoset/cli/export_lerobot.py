@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from demoset.cli.common import add_dataset_arg, add_filter_key_arg, dataset_path
+from demoset.cli.common import add_dataset_arg, add_filter_key_arg
 
 
 def register(targets: argparse._SubParsersAction) -> None:
@@ -56,26 +56,14 @@ def _db(value: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import options_of, run_export
     from demoset.convert.lerobot_export import export_lerobot
 
     state_keys = None
     if args.state_keys is not None:
         state_keys = [k for k in args.state_keys.split(",") if k]
-    with progress_bar(None, "exporting", unit="episode") as bar:
-        result = export_lerobot(
-            dataset_path(args),
-            args.out,
-            fps=args.fps,
-            video_codec=args.video_codec,
-            crf=args.crf,
-            codebase_version=args.codebase_version,
-            filter_key=args.filter_key,
-            task=args.task,
-            state_keys=state_keys,
-            overwrite=args.overwrite,
-            progress=progress_callback(bar),
-        )
+    options = options_of(args, "fps", "video_codec", "crf", "codebase_version", "task")
+    result = run_export(export_lerobot, args, state_keys=state_keys, **options)
     print(
         f"wrote LeRobot {result.codebase_version} dataset {result.dataset_dir}: {result.episodes} "
         f"episodes, {result.frames} frames at {result.fps} fps, {result.bytes / 1e6:.2f} MB"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from demoset.cli.common import add_dataset_arg, add_filter_key_arg, dataset_path
+from demoset.cli.common import add_dataset_arg, add_filter_key_arg
 
 
 def register(targets: argparse._SubParsersAction) -> None:
@@ -25,17 +25,10 @@ def register(targets: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from demoset.cli.common import progress_bar, progress_callback
+    from demoset.cli.common import run_export
     from demoset.convert.zarr_replay import export_zarr
 
-    with progress_bar(None, "exporting", unit="episode") as bar:
-        result = export_zarr(
-            dataset_path(args),
-            args.out,
-            filter_key=args.filter_key,
-            overwrite=args.overwrite,
-            progress=progress_callback(bar),
-        )
+    result = run_export(export_zarr, args)
     print(
         f"wrote replay buffer {result.path}: {result.episodes} episodes, {result.steps} steps, "
         f"{len(result.data_keys)} data arrays, {result.bytes / 1e6:.2f} MB"

@@ -40,7 +40,7 @@ from demoset.convert.demo_record import NONE, SHIFT, STORED, DemoRecord, write_d
 from demoset.convert.video_av import iter_frames
 from demoset.errors import ConversionError, DemosetError
 from demoset.format import ENV_TYPE_GYM, READ_ERRORS, DatasetWriter, open_h5
-from demoset.masks import split_demos
+from demoset.masks import keys_among, train_valid_keys
 
 RESERVED = {L.ACTION, L.REWARD, L.DONE, *L.INDEX_FEATURES}
 
@@ -591,12 +591,7 @@ def _env_meta(info: dict, root: str, extras: dict | None) -> dict:
 
 def _filter_keys(names, info, extras, valid_ratio, seed) -> dict[str, list[str]]:
     if extras is not None:
-        known = set(names)
-        return {
-            k: [m for m in v if m in known]
-            for k, v in extras["filter_keys"].items()
-            if isinstance(v, list) and any(m in known for m in v)
-        }
+        return keys_among(extras["filter_keys"], names)
     out: dict[str, list[str]] = {}
     for split, spec in (info.get("splits") or {}).items():
         if split == "train" or not isinstance(spec, str) or ":" not in spec:
@@ -608,8 +603,5 @@ def _filter_keys(names, info, extras, valid_ratio, seed) -> dict[str, list[str]]
         members = names[a:b]
         if members:
             out[str(split)] = members
-    if valid_ratio > 0 and len(names) > 1:
-        train, valid = split_demos(names, valid_ratio, seed)
-        if valid:
-            out["train"], out["valid"] = train, valid
+    out.update(train_valid_keys(names, valid_ratio, seed))
     return out

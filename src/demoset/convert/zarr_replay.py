@@ -52,7 +52,7 @@ from demoset.convert.demo_record import (
 from demoset.errors import ConversionError
 from demoset.format import ENV_TYPE_GYM, DatasetWriter, open_dataset
 from demoset.fsutil import replace_folder
-from demoset.masks import split_demos
+from demoset.masks import keys_among, train_valid_keys
 
 ACTION = "action"
 REWARDS, DONES, STATES = "rewards", "dones", "states"
@@ -437,18 +437,9 @@ def convert_zarr(
             if progress is not None:
                 progress(i + 1, int(ends.size))
         if extras is not None:
-            known = set(names)
-            filter_keys = {
-                k: [m for m in v if m in known]
-                for k, v in (extras.get("filter_keys") or {}).items()
-                if isinstance(v, list) and any(m in known for m in v)
-            }
+            filter_keys = keys_among(extras.get("filter_keys") or {}, names)
         else:
-            filter_keys = {}
-            if valid_ratio > 0 and len(names) > 1:
-                train, valid = split_demos(names, valid_ratio, seed)
-                if valid:
-                    filter_keys = {"train": train, "valid": valid}
+            filter_keys = train_valid_keys(names, valid_ratio, seed)
         for key, members in filter_keys.items():
             writer.set_filter_key(key, members)
     return ZarrImportResult(
