@@ -38,6 +38,7 @@ def demo_data(i):
         "actions": rng.uniform(-1, 1, (n, 4)),
         "obs/eef": rng.standard_normal((n, 3)).astype(np.float32),
         "obs/cam_image": rng.integers(0, 256, (n, 12, 12, 3), dtype=np.uint8),
+        "obs/wrist_image": rng.integers(0, 256, (n, 12, 12, 3), dtype=np.uint8),
         "states": rng.standard_normal((n, 5)),
     }
 
@@ -52,7 +53,8 @@ path, count, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 with DatasetWriter(path, mode="a", swmr=True, image_compression="gzip") as w:
     for i in range(1, count):
         d = demo_data(i)
-        w.add_demo(d["actions"], obs={"eef": d["obs/eef"], "cam_image": d["obs/cam_image"]},
+        w.add_demo(d["actions"], obs={"eef": d["obs/eef"], "cam_image": d["obs/cam_image"],
+                                      "wrist_image": d["obs/wrist_image"]},
                    states=d["states"], derive_next_obs=True)
         with open(log, "a") as f:
             f.write(f"demo_{i}\n")
@@ -103,7 +105,9 @@ def one_pass():
         global sequence
         from demoset.loader import SequenceDataset
         if sequence is None:
-            sequence = SequenceDataset(path, obs_keys=["eef", "cam_image"],
+            # two image keys read from the file: gathered side by side on the batch's
+            # threads, each in the reader session the batch holds while commits go on
+            sequence = SequenceDataset(path, obs_keys=["eef", "cam_image", "wrist_image"],
                                        dataset_keys=["actions"], seq_length=3,
                                        cache_mode="low_dim", swmr=True, stats_cache=False)
         else:
@@ -120,6 +124,16 @@ def one_pass():
         for i, want in enumerate(expected):
             got = sequence[i]["actions"]
             assert np.array_equal(got, want.astype(got.dtype)), i
+        batch = sequence.get_batch(np.arange(len(sequence)))
+        i = 0
+        for demo in sequence.demos:
+            data = demo_data(number(demo))
+            n = len(data["actions"])
+            for t in range(n):
+                steps = [min(t + k, n - 1) for k in range(3)]
+                for key in ("cam_image", "wrist_image"):
+                    assert np.array_equal(batch["obs"][key][i], data[f"obs/{key}"][steps]), (i, key)
+                i += 1
         return len(sequence.demos)
     raise SystemExit(f"unknown role {role}")
 
@@ -158,7 +172,7 @@ def test_readers_never_see_a_partial_demo(tmp_path):
     with DatasetWriter(path, env_meta=ENV, image_compression="gzip") as w:
         w.add_demo(
             first["actions"],
-            obs={"eef": first["obs/eef"], "cam_image": first["obs/cam_image"]},
+            obs={k: first[f"obs/{k}"] for k in ("eef", "cam_image", "wrist_image")},
             states=first["states"],
             derive_next_obs=True,
         )
