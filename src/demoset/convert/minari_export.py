@@ -26,7 +26,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from demoset.convert.demo_record import check_export_target, demos_to_export
+from demoset.convert.demo_record import (
+    check_export_target,
+    demos_to_export,
+    filter_keys_of,
+    plain_data_attrs,
+)
 from demoset.convert.minari_layout import (
     BOX_KEY,
     DATASET_ID_RE,
@@ -260,20 +265,8 @@ def _write_minari(
         lo, hi = (-1.0, 1.0) if within_unit else (-np.inf, np.inf)
         action_space = box_space(act_info.shape, act_info.dtype, lo, hi)
         env_meta = df.env_meta
-        keys_in_export = set(demos)
-        filter_keys = {}
-        for key in df.filter_keys:
-            members = [d for d in df.filter_key_demos(key) if d in keys_in_export]
-            if members:
-                filter_keys[key] = members
-        data_attrs = {}
-        for key, value in df.data_attrs().items():
-            if key in ("total", "env_args"):
-                continue
-            value = value.item() if isinstance(value, np.generic) else value
-            value = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-            if isinstance(value, (str, int, float, bool)):
-                data_attrs[key] = value
+        filter_keys = filter_keys_of(df, demos)
+        data_attrs = plain_data_attrs(df)
         metadata: dict[str, Any] = {
             "total_episodes": len(demos),
             "total_steps": steps,

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from demoset.errors import DemosetError, LayoutError
-from demoset.format import filter_ids, read_failure
+from demoset.format import read_failure
 from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk
 from demoset.loader.threads import batch_threads, thread_pool
 
@@ -43,8 +43,6 @@ class ChunkWindows:
         self.key = key
         self._pid: int | None = None
         self._handles: OrderedDict[str, h5py.Dataset] = OrderedDict()
-        self._codec: tuple | None = None
-        """(chunk shape, filter ids, ChunkDecoder or None) of the last dataset decoded."""
         self._block: np.ndarray | None = None
         self._stored: np.ndarray | None = None
         self._places: dict[str, ChunkPlaces | None] = {}
@@ -90,7 +88,7 @@ class ChunkWindows:
         by_demo: dict[str, list[int]] = {}
         for i, demo in enumerate(demos):
             by_demo.setdefault(demo, []).append(i)
-        decoded: list[tuple[ChunkPlaces, str, list[int], list[int]]] = []
+        decoded: list[tuple[ChunkPlaces, list[int], list[int]]] = []
         for demo, items in by_demo.items():
             where = f"/data/{demo}/{self.key}"
             stops = {i: begins[i] + len(outs[i]) for i in items}
@@ -107,7 +105,7 @@ class ChunkWindows:
                 needed: set[int] = set()
                 for i in items:
                     needed.update(range(begins[i] // per, -(-stops[i] // per)))
-                decoded.append((places, where, items, sorted(needed)))
+                decoded.append((places, items, sorted(needed)))
                 continue
             dset = self._dataset(demo)
             n = int(dset.shape[0])
@@ -135,7 +133,7 @@ class ChunkWindows:
         group: list = []
         group_bytes = 0
         for entry in decoded:  # at most about SCRATCH_BYTES of decoded chunks at a time
-            nbytes = entry[0].decoder.chunk_nbytes * len(entry[3])
+            nbytes = entry[0].decoder.chunk_nbytes * len(entry[2])
             if group and group_bytes + nbytes > SCRATCH_BYTES:
                 self._decode_windows(group, begins, outs)
                 group, group_bytes = [], 0
@@ -149,13 +147,13 @@ class ChunkWindows:
 
         A window's chunks are adjacent and all needed, so they lie one after another in
         its demo's part of the scratch block."""
-        scratch = self._scratch(sum(p.decoder.chunk_nbytes * len(c) for p, _, _, c in decoded))
-        wanted = [(places, c) for places, _, _, chunks in decoded for c in chunks]
+        scratch = self._scratch(sum(p.decoder.chunk_nbytes * len(c) for p, _, c in decoded))
+        wanted = [(places, c) for places, _, chunks in decoded for c in chunks]
         stored = self._read_stored(wanted)
         jobs: list[tuple] = []
         copies: list[tuple[np.ndarray, np.ndarray, int]] = []
         at = 0
-        for places, where, items, chunks in decoded:
+        for places, items, chunks in decoded:
             per = places.per
             nbytes = places.decoder.chunk_nbytes * len(chunks)
             block = scratch[at : at + nbytes].view(places.dtype)
@@ -163,7 +161,9 @@ class ChunkWindows:
             at += nbytes
             for j, c in enumerate(chunks):
                 dest = block[j * per : (j + 1) * per]
-                jobs.append((places.decoder, next(stored), int(places.masks[c]), dest, (where, c)))
+                jobs.append(
+                    (places.decoder, next(stored), int(places.masks[c]), dest, (places.demo, c))
+                )
             position = {c: j for j, c in enumerate(chunks)}
             for i in items:
                 c = begins[i] // per
@@ -193,15 +193,15 @@ class ChunkWindows:
             views.append(view)
         return iter(views)
 
-    def _failure(self, where: str, chunk: int, exc: BaseException) -> DemosetError:
+    def _failure(self, demo: str, chunk: int, exc: BaseException) -> DemosetError:
         """The error naming a damaged chunk's demo, key and frames (HDF5 is asked for the
         dataset only now, to name a missing filter as everywhere else)."""
-        demo = where.split("/")[2]
         with self.reader.session():
             dset = self._dataset(demo)
             per = int(dset.chunks[0])
             a = chunk * per
             stop = min(a + per, int(dset.shape[0]))
+            where = f"/data/{demo}/{self.key}"
             return read_failure(dset, self.reader.path, where, a, stop, exc)
 
     def _places_of(self, demo: str) -> ChunkPlaces | None:
@@ -210,19 +210,9 @@ class ChunkWindows:
             self._handles, self._places, self._pid = OrderedDict(), {}, os.getpid()
         if demo not in self._places:
             dset = self._dataset(demo)
-            decoder = self._decoder(demo, dset)
+            decoder = ChunkDecoder.for_dataset(dset)
             self._places[demo] = None if decoder is None else ChunkPlaces.of(demo, dset, decoder)
         return self._places[demo]
-
-    def _decoder(self, demo: str, dset: h5py.Dataset) -> ChunkDecoder | None:
-        """The dataset's chunk decoder: arrays of one key share their filters, so the
-        pipeline is looked at once per key and process (and again if a demo differs)."""
-        known = self._codec
-        if known is not None and known[0] == dset.chunks and known[1] == tuple(filter_ids(dset)):
-            return known[2]
-        decoder = ChunkDecoder.for_dataset(dset)
-        self._codec = (dset.chunks, tuple(filter_ids(dset)), decoder)
-        return decoder
 
     def _scratch(self, nbytes: int) -> np.ndarray:
         """Bytes reused from batch to batch: a fresh block of this size would be mapped
@@ -261,20 +251,17 @@ class ChunkPlaces:
         """The places of `dset`'s chunks, or None when a chunk is not written (HDF5 fills
         it with the fill value: left to h5py)."""
         per = int(dset.chunks[0])
+        tail = (0,) * (dset.ndim - 1)
         count = -(-int(dset.shape[0]) // per)
-        offsets = np.full(count, -1, dtype=np.int64)
-        sizes = np.zeros(count, dtype=np.int64)
-        masks = np.zeros(count, dtype=np.int64)
         try:
-            for i in range(dset.id.get_num_chunks()):
-                info = dset.id.get_chunk_info(i)
-                c = int(info.chunk_offset[0]) // per
-                if 0 <= c < count and info.byte_offset is not None:
-                    offsets[c], sizes[c], masks[c] = info.byte_offset, info.size, info.filter_mask
+            infos = [dset.id.get_chunk_info_by_coord((c * per, *tail)) for c in range(count)]
         except (OSError, ValueError, RuntimeError):
             return None
-        if (offsets < 0).any():
+        if any(info.byte_offset is None for info in infos):
             return None
+        offsets = np.array([info.byte_offset for info in infos], dtype=np.int64)
+        sizes = np.array([info.size for info in infos], dtype=np.int64)
+        masks = np.array([info.filter_mask for info in infos], dtype=np.int64)
         return cls(demo, per, int(dset.shape[0]), tuple(dset.shape[1:]), dset.dtype, decoder,
                    offsets, sizes, masks)  # fmt: skip
 

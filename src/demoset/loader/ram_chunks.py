@@ -49,7 +49,7 @@ from demoset.format import filter_ids, read_failure
 from demoset.loader.alloc import shared_array
 from demoset.loader.arrays import WindowReads
 from demoset.loader.chunk_codec import FLETCHER32, ChunkDecoder, DamagedChunk, checked
-from demoset.loader.chunks import SCRATCH_BYTES, decode_all, reused_block
+from demoset.loader.chunks import SCRATCH_BYTES, ChunkPlaces, decode_all, reused_block
 from demoset.loader.reader import DemoReader
 
 RAW_CHUNK_FRAMES = 16
@@ -194,22 +194,21 @@ class RamChunks(DecodedWindows):
     def _stored(self, reader: DemoReader, dset: h5py.Dataset, demo: str, length: int):
         """(per, sizes, offsets, masks, codec) of a demo held as its stored chunks, or None
         when ChunkDecoder cannot decode them (or some chunk was never written)."""
-        if ChunkDecoder.for_dataset(dset) is None:
-            return None
-        per = int(dset.chunks[0])
+        decoder = ChunkDecoder.for_dataset(dset)
+        places = None if decoder is None else ChunkPlaces.of(demo, dset, decoder)
+        if places is None:
+            return None  # other filters, or chunks never written (the fill value): h5py's job
+        per = places.per
         tail = (0,) * (dset.ndim - 1)
-        count = -(-length // per)
-        infos = [dset.id.get_chunk_info_by_coord((c * per, *tail)) for c in range(count)]
-        if any(info.byte_offset is None for info in infos):
-            return None  # chunks never written read as the fill value: h5py's job
         filters = tuple(filter_ids(dset))
         stripped = bool(filters) and filters[-1] == FLETCHER32
         held = filters[:-1] if stripped else filters
-        self._ensure(sum(int(info.size) for info in infos))
+        chunk_sizes = places.sizes[: -(-length // per)].tolist()  # the demo's steps only
+        self._ensure(sum(chunk_sizes))
         where = f"/data/{demo}/{self.key}"
         offsets, sizes, masks = [], [], []
-        for c, info in enumerate(infos):
-            at, size = self.used, int(info.size)
+        for c, stored in enumerate(chunk_sizes):
+            at, size = self.used, stored
             try:
                 skipped, _ = dset.id.read_direct_chunk(
                     (c * per, *tail), out=self._data[at : at + size]
@@ -220,7 +219,7 @@ class RamChunks(DecodedWindows):
             except (DamagedChunk, OSError, ValueError, KeyError, RuntimeError) as exc:
                 stop = min((c + 1) * per, length)
                 raise read_failure(dset, reader.path, where, c * per, stop, exc) from None
-            self.used += int(info.size)
+            self.used += stored
             offsets.append(at)
             sizes.append(size)
             masks.append(skipped)
