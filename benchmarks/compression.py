@@ -2,8 +2,9 @@
 
 Files (nothing downloaded): the bundled example's real robosuite renders (two 84x84
 cameras, 6 demos, 274 frames), its demos repeated `--copies` times (each copy a new demo,
-so the file is big enough for random batches) and stored three ways with `demoset
-compress`: uncompressed (contiguous), the default `zstd:9:16`, and `blosc2-zstd:5:16`.
+so the file is big enough for random batches) and stored with `demoset compress`:
+uncompressed (contiguous), the default `zstd:9:16`, `zstd:9:8`, the fast-decoding
+`lz4hc:9:16` and `blosc2-zstd:5:16`.
 With `--large FILE` (e.g. 256x256 renders made by `demoset extract-obs`) its images are
 measured too.
 
@@ -13,7 +14,11 @@ Figures:
 - loader speed: demoset's SequenceDataset (`get_batch`, batch 16, seq_length 10, obs and
   next_obs, low-dim keys too) with cache "low_dim" and None on each file, and robomimic
   0.3.0's SequenceDataset through a DataLoader (torch's default collate, batch 16, 0
-  workers, cache "low_dim") on the uncompressed and the zstd:9:16 file. The loaders take turns of
+  workers, cache "low_dim") on the uncompressed and the zstd:9:16 file. One more row reads
+  the uncompressed file with its pages dropped from the page cache before every batch
+  (`posix_fadvise(DONTNEED)`, "low_dim-cold"): what reading a raw file many times bigger
+  than RAM costs, the case compression is for (its compressed copy can stay in the page
+  cache; the other rows have every file there). The loaders take turns of
   `--slice` seconds for `--rounds` rounds in one process (the order turning each round);
   the report gives the median rate of each and the ratios of medians;
 - RAM caching (issue 19, item 4): demoset with cache "all" on the uncompressed file (raw
@@ -42,7 +47,7 @@ import numpy as np
 CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")
 LOW_DIM = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "lift_example.hdf5")
-SETTINGS = ("none", "zstd:9:16", "zstd:9:8", "blosc2-zstd:5:16")
+SETTINGS = ("none", "zstd:9:16", "zstd:9:8", "lz4hc:9:16", "blosc2-zstd:5:16")
 
 
 def repeat_file(src: str, out: str, copies: int) -> None:
@@ -92,11 +97,18 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
     held: dict[str, int] = {}
     rng = np.random.default_rng(0)
     cases = [(name, cache, False) for name in paths for cache in ("low_dim", None)]
-    cases += [("none", "all", False), ("zstd:9:16", "all", True)]
-    for name, cache, chunks in cases:
+    cases += [("none", "low_dim-cold", False)]
+    cases += [("none", "all", False), ("zstd:9:16", "all", True), ("lz4hc:9:16", "all", True)]
+    for name, mode, chunks in cases:
+        cache = None if mode is None else mode.split("-")[0]
+        path, cold = paths[name], None
+        if mode == "low_dim-cold":  # a copy of its own, so the warm rows stay warm
+            path = paths[name] + ".cold.hdf5"
+            shutil.copyfile(paths[name], path)
+            cold = os.open(path, os.O_RDONLY)
         t0 = time.perf_counter()
         ds = SequenceDataset(
-            paths[name],
+            path,
             keys,
             ["actions"],
             cache_mode=cache,
@@ -106,11 +118,13 @@ def loader_speed(paths: dict[str, str], rounds: int, slice_s: float) -> dict[str
         )
         n = len(ds)
 
-        def step(ds=ds, n=n) -> int:
+        def step(ds=ds, n=n, cold=cold) -> int:
+            if cold is not None:  # none of the file in the page cache
+                os.posix_fadvise(cold, 0, 0, os.POSIX_FADV_DONTNEED)
             ds.get_batch(rng.integers(0, n, 16))
             return 16
 
-        label = f"demoset {name} {cache}{'+chunks' if chunks else ''}"
+        label = f"demoset {name} {mode}{'+chunks' if chunks else ''}"
         steps[label] = step
         held[label] = (ds.cached_bytes, time.perf_counter() - t0)
     import robomimic.utils.obs_utils as ObsUtils
@@ -230,7 +244,7 @@ def main(argv=None) -> int:
         print("|---|---|---|---|---|---|---|---|")
         for label, (rate, nbytes, startup) in rates.items():
             who, name, cache = label.split(" ")
-            own = rates.get(f"demoset none {cache.split('+')[0]}", (rate,))[0]
+            own = rates.get(f"demoset none {cache.split('+')[0].split('-')[0]}", (rate,))[0]
             print(
                 f"| {who} | {name} | {cache} | {rate:,.0f} | {rate / own:.2f}x | {rate / rm:.1f}x "
                 f"| {nbytes / 2**20:,.1f} MB | {startup:.2f} |"

@@ -38,6 +38,7 @@ def video_like(n: int, size: int = 24, seed: int = 0) -> np.ndarray:
 def test_parse_compression():
     assert str(parse_compression("blosc2")) == "blosc2-zstd:5:16"
     assert str(parse_compression("zstd")) == "zstd:9:16"
+    assert str(parse_compression("lz4hc")) == "lz4hc:9:16"
     assert str(parse_compression("blosc2-lz4:3:8")) == "blosc2-lz4:3:8"
     assert str(parse_compression("gzip")) == "gzip:4:1"  # the older names: one frame per chunk
     assert str(parse_compression("gzip::16")) == "gzip:4:16"
@@ -50,7 +51,9 @@ def test_parse_compression():
         DatasetWriter("/tmp/never-written.hdf5", env_meta=LIFT_ENV, image_compression="rar")
 
 
-@pytest.mark.parametrize("spec, fid", [("zstd:9:8", 32015), ("blosc2-zstd:5:8", 32026)])
+@pytest.mark.parametrize(
+    "spec, fid", [("zstd:9:8", 32015), ("lz4hc:9:8", 32001), ("blosc2-zstd:5:8", 32026)]
+)
 def test_writer_chunks_span_frames_and_round_trip(tmp_path, spec, fid):
     path = tmp_path / "c.hdf5"
     frames = video_like(21)
@@ -165,7 +168,7 @@ def damage_chunk(path, h5path: str, index: int) -> None:
             fh.write(b"\xff\x00\xff\x00\xff\x00\xff\x00")
 
 
-@pytest.mark.parametrize("spec", ["zstd:9:8", "blosc2-zstd:5:8"])
+@pytest.mark.parametrize("spec", ["zstd:9:8", "lz4hc:9:8", "blosc2-zstd:5:8"])
 def test_damaged_chunk_names_demo_key_and_frames(tmp_path, spec):
     path = tmp_path / "d.hdf5"
     with DatasetWriter(path, env_meta=LIFT_ENV, image_compression=spec) as w:

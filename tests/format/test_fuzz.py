@@ -154,6 +154,8 @@ def build_seeds(root: str) -> dict[str, str]:
     import numpy as np
 
     sys.path.insert(0, REPO_ROOT)
+    from demoset.format.compression import parse_compression
+
     from tests.helpers import write_dataset
 
     seeds = os.path.join(root, "seeds")
@@ -244,6 +246,12 @@ def build_seeds(root: str) -> dict[str, str]:
                 data=rng.random((n, 8, 8, 1)).astype(np.float32),
                 chunks=(4, 8, 8, 1),
                 **hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE),
+            )
+            frames = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)  # and lz4hc images
+            f["data"][demo].create_dataset(
+                "obs/robot0_eye_in_hand_image",
+                data=frames,
+                **parse_compression("lz4hc:9:4").dataset_kwargs((8, 8, 3), np.uint8, n),
             )
 
     from demoset.convert.minari import export_minari

@@ -1,6 +1,6 @@
 """Chunks decoded from their stored bytes give what HDF5 gives, and damage is caught.
 
-The loader decodes zstd, deflate and shuffle chunks itself and checks HDF5's Fletcher-32
+The loader decodes zstd, Blosc, deflate and shuffle chunks itself and checks HDF5's Fletcher-32
 checksum (loader/chunk_codec.py); h5py with hdf5plugin is the reference for every chunk.
 """
 
@@ -11,6 +11,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 
+from demoset.loader import chunk_codec
 from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk, fletcher32
 
 
@@ -39,7 +40,11 @@ def hdf5_fletcher32(data: bytes) -> int:
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 719, 720, 721, 5001, 40_000])
-def test_fletcher32_matches_hdf5s(size):
+@pytest.mark.parametrize("piece", [None, 7, 360])
+def test_fletcher32_matches_hdf5s(size, piece, monkeypatch):
+    """Also with the data checked in small pieces (as chunks over 2 MB are)."""
+    if piece is not None:
+        monkeypatch.setattr(chunk_codec, "FLETCHER_PIECE", piece)
     rng = np.random.default_rng(size)
     for data in (rng.integers(0, 256, size, dtype=np.uint8).tobytes(), b"\xff" * size):
         value = hdf5_fletcher32(data)
@@ -59,6 +64,11 @@ STORAGES = {
     "zstd": dict(**hdf5plugin.Zstd(clevel=3)),
     "gzip+shuffle+fletcher32": dict(compression="gzip", shuffle=True, fletcher32=True),
     "gzip": dict(compression="gzip"),
+    "blosc-lz4hc+fletcher32": dict(
+        **hdf5plugin.Blosc(cname="lz4hc", clevel=9, shuffle=hdf5plugin.Blosc.SHUFFLE),
+        fletcher32=True,
+    ),
+    "blosc-lz4": dict(**hdf5plugin.Blosc(cname="lz4", clevel=5)),
 }
 
 
@@ -107,6 +117,30 @@ def test_damage_and_foreign_filters(tmp_path):
         body = b"\x00" * 40
         value = hdf5_fletcher32(body)
         decoder.decode_into(body + value.to_bytes(4, "little"), skipped, out)
+
+
+def test_damaged_blosc_chunks_are_errors_not_reads_past_the_chunk(tmp_path):
+    """Without a checksum (the lz4hc setting adds one) a Blosc chunk's header is still
+    checked against the stored bytes before decoding: a header claiming more bytes than
+    were stored, or another chunk size, is a DamagedChunk, never a read past the buffer."""
+    data = frames(16)
+    path = tmp_path / "c.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(8, *data.shape[1:]),
+                         **hdf5plugin.Blosc(cname="lz4hc", clevel=9))  # fmt: skip
+    with h5py.File(path, "r") as f:
+        decoder = ChunkDecoder.for_dataset(f["x"])
+        skipped, stored = f["x"].id.read_direct_chunk((0, 0, 0, 0))
+    out = np.empty((8, *data.shape[1:]), dtype=np.uint8)
+    decoder.decode_into(stored, skipped, out)
+    np.testing.assert_array_equal(out, data[:8])
+    for cut in (3, 15, len(stored) - 1):  # truncated: the header says more than is there
+        with pytest.raises(DamagedChunk, match="blosc"):
+            decoder.decode_into(stored[:cut], skipped, out)
+    bigger = bytearray(stored)
+    bigger[4:8] = (out.nbytes * 2).to_bytes(4, "little")  # claims a chunk twice the size
+    with pytest.raises(DamagedChunk, match="blosc"):
+        decoder.decode_into(bytes(bigger), skipped, out)
 
 
 def test_zstd_content_size_of_real_frames():

@@ -35,13 +35,13 @@ def files(tmp_path_factory):
         image_size=12,
     )
     out = {"raw": raw}
-    for spec in ("zstd:9:8", "blosc2-zstd:5:16"):
+    for spec in ("zstd:9:8", "lz4hc:9:8", "blosc2-zstd:5:16"):
         out[spec] = str(root / f"{spec.replace(':', '_')}.hdf5")
         compress_file(raw, out[spec], spec, verify=True)
     return out
 
 
-@pytest.mark.parametrize("spec", ["zstd:9:8", "blosc2-zstd:5:16"])
+@pytest.mark.parametrize("spec", ["zstd:9:8", "lz4hc:9:8", "blosc2-zstd:5:16"])
 def test_robomimic_reads_compressed_like_raw(files, spec):
     with h5py.File(files[spec], "r") as f:
         assert f["data/demo_0/obs/agentview_image"].chunks[0] > 1
@@ -55,20 +55,22 @@ def test_robomimic_reads_compressed_like_raw(files, spec):
 
 @pytest.mark.parametrize("cache_mode", ["low_dim", None, "all"])
 @pytest.mark.parametrize("swmr", [True, False])
-def test_demoset_loader_same_batches(files, cache_mode, swmr):
+@pytest.mark.parametrize("spec", ["zstd:9:8", "lz4hc:9:8"])
+def test_demoset_loader_same_batches(files, cache_mode, swmr, spec):
     kwargs = dict(seq_length=10, pad_seq_length=True, cache_mode=cache_mode, stats_cache=False)
     a = SequenceDataset(files["raw"], OBS, ["actions"], swmr=swmr, **kwargs)
-    b = SequenceDataset(files["zstd:9:8"], OBS, ["actions"], swmr=swmr, **kwargs)
+    b = SequenceDataset(files[spec], OBS, ["actions"], swmr=swmr, **kwargs)
     assert len(a) == len(b)
     rng = np.random.default_rng(0)
     for idx in [np.arange(len(a)), *rng.integers(0, len(a), (5, 16))]:
         assert_same(b.get_batch(idx), a.get_batch(idx))
 
 
-@pytest.mark.parametrize("spec", ["zstd:9:8", "blosc2-zstd:5:16"])
+@pytest.mark.parametrize("spec", ["zstd:9:8", "lz4hc:9:8", "blosc2-zstd:5:16"])
 def test_each_chunk_decoded_once_per_batch(files, spec, monkeypatch):
     """Windows that share chunks: each chunk decoded once per batch, not once per window
-    (decoded by demoset from its stored bytes for zstd, by HDF5 in runs for Blosc2)."""
+    (decoded by demoset from its stored bytes for zstd and Blosc's lz4hc, by HDF5 in runs
+    for Blosc2)."""
     kwargs = dict(seq_length=4, cache_mode="low_dim", stats_cache=False, load_next_obs=False)
     ds = SequenceDataset(files[spec], ["agentview_image"], ["actions"], **kwargs)
     decoded, reads = [], []
@@ -87,7 +89,7 @@ def test_each_chunk_decoded_once_per_batch(files, spec, monkeypatch):
     monkeypatch.setattr(h5py.Dataset, "read_direct", counting_read)
     batch = ds.get_batch(np.arange(12))  # 12 windows in the first demo: frames 0-14
     monkeypatch.undo()
-    if spec.startswith("zstd"):
+    if spec.startswith(("zstd", "lz4hc")):
         assert len(decoded) == 2 and not reads, (decoded, reads)  # chunks 0-7 and 8-15
     else:
         assert not decoded and len(reads) == 1, (decoded, reads)  # one run: chunk 0
@@ -129,3 +131,32 @@ def test_obs_and_next_obs_decoded_once_with_padding(files, cache_mode, monkeypat
     rng = np.random.default_rng(1)
     for idx in rng.integers(0, len(ds), (6, 16)):
         assert_same(ds.get_batch(idx), ref.get_batch(idx))
+
+
+@pytest.mark.parametrize("spec", ["zstd:9:8", "lz4hc:9:8"])
+def test_each_chunks_checksum_checked_once_per_process(files, spec, monkeypatch):
+    """The first batch needing a chunk checks its Fletcher-32 checksum; later batches
+    read it without (a committed chunk never changes) and still give the same frames."""
+    from demoset.loader import chunk_codec
+
+    kwargs = dict(seq_length=4, cache_mode="low_dim", stats_cache=False, load_next_obs=False)
+    ds = SequenceDataset(files[spec], ["agentview_image"], ["actions"], **kwargs)
+    ref = SequenceDataset(files["raw"], ["agentview_image"], ["actions"], **kwargs)
+    checks = []
+    real_checked = chunk_codec.checked
+
+    def counting_checked(data):
+        checks.append(len(data))
+        return real_checked(data)
+
+    monkeypatch.setattr(chunk_codec, "checked", counting_checked)
+    everything = np.arange(len(ds))
+    first = ds.get_batch(everything)
+    with h5py.File(files[spec], "r") as f:
+        chunks = sum(f[f"data/{d}/obs/agentview_image"].id.get_num_chunks() for d in f["data"])
+    assert len(checks) == chunks, (len(checks), chunks)
+    checks.clear()
+    again = ds.get_batch(everything[::-1])
+    assert not checks
+    assert_same(first, ref.get_batch(everything))
+    assert_same(again, ref.get_batch(everything[::-1]))

@@ -40,7 +40,8 @@ EXAMPLE = str(Path(__file__).parents[2] / "examples" / "lift_example.hdf5")
 
 
 files = test_loader_compressed.files
-"""The raw file (4 demos, 12x12 random images) and its zstd:9:8 and blosc2-zstd:5:16 copies."""
+"""The raw file (4 demos, 12x12 random images) and its zstd:9:8, lz4hc:9:8 and blosc2-zstd:5:16
+copies."""
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,15 @@ WINDOWS = {
 @pytest.mark.parametrize("case", list(WINDOWS))
 def test_same_batches_as_the_raw_file(files, case):
     a, b = pair(files["raw"], files["zstd:9:8"], **WINDOWS[case])
+    check_same_batches(a, b)
+
+
+def test_lz4hc_chunks_held_and_decoded_too(files):
+    a, b = pair(files["raw"], files["lz4hc:9:8"], **WINDOWS["padded"])
+    check_same_batches(a, b)
+
+
+def check_same_batches(a: SequenceDataset, b: SequenceDataset) -> None:
     for key in CAMERAS:
         assert isinstance(b._layout.arrays[f"obs/{key}"], RamChunks)
     assert len(a) == len(b)

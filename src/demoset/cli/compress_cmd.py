@@ -7,8 +7,9 @@ import argparse
 from demoset.cli.common import add_dataset_arg, dataset_path, progress_bar, progress_callback
 
 COMPRESSION_HELP = (
-    "image storage CODEC[:LEVEL[:FRAMES]]: zstd (= zstd:9:16, the measured default), blosc2 "
-    "(= blosc2-zstd:5:16), blosc2-lz4, blosc2-lz4hc, gzip, lzf, lz4, blosc, none; FRAMES is "
+    "image storage CODEC[:LEVEL[:FRAMES]]: zstd (= zstd:9:16, the measured default), lz4hc "
+    "(= lz4hc:9:16: files ~25%% bigger, decoded 2-3x faster), blosc2 (= blosc2-zstd:5:16), "
+    "blosc2-lz4, blosc2-lz4hc, gzip, lzf, lz4, blosc, none; FRAMES is "
     "frames per chunk (see docs/format.md); readers need `import hdf5plugin` except for gzip/lzf"
 )
 

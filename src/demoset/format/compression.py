@@ -5,7 +5,9 @@ demo compresses like video, yet bit for bit. `Compression` names a codec, a leve
 frames per chunk; `parse_compression` reads the command-line form `CODEC[:LEVEL[:FRAMES]]`
 (`zstd:9:16`, `blosc2`, `gzip`, `none`). Only image-shaped arrays (H, W, C) are
 compressed: uint8 frames, and float frames (depth) byte-shuffled first, with the codecs
-made for this (zstd, blosc2-*). Every codec here is read by plain h5py after `import hdf5plugin`
+made for this (zstd, lz4hc, blosc2-*). `zstd` is the default (the smallest files that
+decode fast); `lz4hc` (LZ4HC inside HDF5's Blosc filter) makes files about a quarter
+bigger that decode 3-4x faster, for loaders that read the images from the file. Every codec here is read by plain h5py after `import hdf5plugin`
 (gzip and lzf without it), which is what robomimic needs.
 
 `storage_of` describes how an existing array is stored (filters, frames per chunk, ratio),
@@ -31,6 +33,7 @@ CODECS: dict[str, tuple[int | None, int]] = {
     "blosc2-lz4": (5, 16),
     "blosc2-lz4hc": (9, 16),
     "zstd": (9, 16),
+    "lz4hc": (9, 16),
     # the older names keep one frame per chunk unless FRAMES is given (as before)
     "gzip": (4, 1),
     "lzf": (None, 1),
@@ -131,7 +134,7 @@ class Compression:
             return True
         # float frames (depth): only the codecs made for this release; the older names
         # compress uint8 frames only, as they always did
-        return dtype.kind in "fiu" and self.codec.startswith(("blosc2", "zstd"))
+        return dtype.kind in "fiu" and self.codec.startswith(("blosc2", "zstd", "lz4hc"))
 
     def filter_kwargs(self, dtype) -> dict[str, Any]:
         """h5py create_dataset keywords of the filter (without chunks)."""
@@ -154,6 +157,12 @@ class Compression:
             if dtype.itemsize > 1:
                 kwargs["shuffle"] = True
             return kwargs
+        if codec == "lz4hc":
+            # Blosc 1 (filter 32001), whose chunks the loader decodes itself (numcodecs);
+            # its byte shuffle for float frames, a checksum per chunk as for zstd
+            shuffle = plugin.Blosc.SHUFFLE if dtype.itemsize > 1 else plugin.Blosc.NOSHUFFLE
+            blosc = plugin.Blosc(cname="lz4hc", clevel=int(level), shuffle=shuffle)
+            return {**blosc, "fletcher32": True}
         # blosc2-*: its own byte shuffle (better than bit shuffle here, floats included)
         cname = codec.split("-", 1)[1]
         return dict(plugin.Blosc2(cname=cname, clevel=int(level), filters=plugin.Blosc2.SHUFFLE))

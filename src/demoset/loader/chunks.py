@@ -25,7 +25,7 @@ import numpy as np
 
 from demoset.errors import DemosetError, LayoutError
 from demoset.format import read_failure
-from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk
+from demoset.loader.chunk_codec import CHECKSUM_BYTES, ChunkDecoder, DamagedChunk
 from demoset.loader.threads import batch_threads, thread_pool
 
 HANDLES = 512
@@ -169,6 +169,8 @@ class ChunkWindows:
                 c = begins[i] // per
                 copies.append((outs[i], block, position[c] * per + begins[i] - c * per))
         decode_all(jobs, lambda at, exc: self._failure(*at, exc))
+        for places, c in wanted:
+            places.checksum_matched(c)
         for out, block, row in copies:
             out[...] = block[row : row + len(out)]
 
@@ -245,6 +247,18 @@ class ChunkPlaces:
     offsets: np.ndarray
     sizes: np.ndarray
     masks: np.ndarray
+
+    def checksum_matched(self, chunk: int) -> None:
+        """`chunk` decoded and its checksum matched: later reads leave the checksum out.
+
+        A committed chunk never changes, and checking 100 KB costs about as much as
+        decoding it, so each chunk's checksum is checked once per process, the first
+        time a batch needs it (the chunk is then marked as stored without it: HDF5's
+        filter mask bit of the checksum set, the size 4 bytes less)."""
+        bit = self.decoder.checksum_bit
+        if bit is not None and not self.masks[chunk] >> bit & 1:
+            self.masks[chunk] |= 1 << bit
+            self.sizes[chunk] -= CHECKSUM_BYTES
 
     @classmethod
     def of(cls, demo: str, dset: h5py.Dataset, decoder: ChunkDecoder) -> ChunkPlaces | None:

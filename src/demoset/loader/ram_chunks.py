@@ -25,9 +25,10 @@ alone) can only be checked by decoding it: damage there raises the same kind of 
 the first batch that needs the chunk (or at load, for keys in a `chunk_pair.ChunkPair`,
 which decodes every frame then).
 
-Which keys: image keys whose first demo's filters `ChunkDecoder` decodes (zstd, deflate,
-shuffle, fletcher32: what `demoset compress` writes by default) in chunks of whole frames
-(`decodable_keys`). Any other storage (Blosc2, LZ4, bitshuffle, uncompressed, chunks that
+Which keys: image keys whose first demo's filters `ChunkDecoder` decodes (zstd, Blosc,
+deflate, shuffle, fletcher32: what `demoset compress` writes with its `zstd` and `lz4hc`
+settings) in chunks of whole frames (`decodable_keys`). Any other storage (Blosc2, plain
+LZ4, bitshuffle, uncompressed, chunks that
 split frames) keeps the raw "all" cache (`RamArray`, `shifted.ShiftedPair`). A later demo
 of a chosen key that cannot be decoded this way (other filters, chunks never written) is
 read through h5py and held raw, in chunks of `RAW_CHUNK_FRAMES` frames.

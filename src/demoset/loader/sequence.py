@@ -87,8 +87,9 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
       in-place change to one shows in the other. False gives them separate memory (the
       same values).
     - cache_compressed: with cache_mode "all", image keys stored compressed in chunks
-      demoset decodes itself (zstd / deflate / shuffle with Fletcher-32, whole frames per
-      chunk: what `demoset compress` writes by default) are held in shared RAM as their
+      demoset decodes itself (zstd / Blosc / deflate / shuffle with Fletcher-32, whole
+      frames per chunk: what `demoset compress` writes with `zstd` and `lz4hc`) are held
+      in shared RAM as their
       stored chunks, about the file's bytes instead of the frames', and decoded per batch
       (each chunk once): datasets several times larger than RAM can be cached, at the
       cost of decoding. Other image storage (Blosc2, LZ4, uncompressed) is cached raw as
