@@ -4,7 +4,7 @@ Files (nothing downloaded): the bundled example's real robosuite renders (two 84
 cameras, 6 demos, 274 frames), its demos repeated `--copies` times (each copy a new demo,
 so the file is big enough for random batches) and stored with `demoset compress`:
 uncompressed (contiguous), the default `zstd:9:16`, `zstd:9:8`, the fast-decoding
-`lz4hc:9:16` and `blosc2-zstd:5:16`.
+`lz4hc:9:16`, `lz4hc:9:8` and `blosc2-zstd:5:16`.
 With `--large FILE` (e.g. 256x256 renders made by `demoset extract-obs`) its images are
 measured too.
 
@@ -47,7 +47,7 @@ import numpy as np
 CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")
 LOW_DIM = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "lift_example.hdf5")
-SETTINGS = ("none", "zstd:9:16", "zstd:9:8", "lz4hc:9:16", "blosc2-zstd:5:16")
+SETTINGS = ("none", "zstd:9:16", "zstd:9:8", "lz4hc:9:16", "lz4hc:9:8", "blosc2-zstd:5:16")
 
 
 def repeat_file(src: str, out: str, copies: int) -> None:

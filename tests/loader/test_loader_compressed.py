@@ -160,3 +160,31 @@ def test_each_chunks_checksum_checked_once_per_process(files, spec, monkeypatch)
     assert not checks
     assert_same(first, ref.get_batch(everything))
     assert_same(again, ref.get_batch(everything[::-1]))
+
+
+def test_final_next_obs_frames_decoded_once_per_process(files, monkeypatch):
+    """A window reaching its demo's end needs next_obs's final frame, a chunk of its own:
+    decoded the first time, then kept (and the batches stay those of the raw file)."""
+    from demoset.loader.arrays import FileArray
+
+    kwargs = dict(seq_length=5, cache_mode=None, stats_cache=False)
+    ds = SequenceDataset(files["zstd:9:8"], OBS, ["actions"], **kwargs)
+    ref = SequenceDataset(files["raw"], OBS, ["actions"], **kwargs)
+    reads = []
+    real = FileArray.gather_frames
+
+    def counting(self, flat, demo, step, plan):
+        if self.key.startswith("next_obs/"):
+            reads.append((self.key, len(demo)))
+        return real(self, flat, demo, step, plan)
+
+    monkeypatch.setattr(FileArray, "gather_frames", counting)
+    everything = np.arange(len(ds))
+    first = ds.get_batch(everything)
+    assert reads  # every demo's final frame, once per camera
+    assert sum(n for _, n in reads) == 2 * len(ds.demos), reads
+    reads.clear()
+    again = ds.get_batch(everything[::-1])
+    assert not reads
+    assert_same(first, ref.get_batch(everything))
+    assert_same(again, ref.get_batch(everything[::-1]))
