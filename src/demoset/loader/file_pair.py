@@ -41,6 +41,8 @@ class FilePair:
         self.next = nxt
         self.rule = np.zeros(0, dtype=np.int8)
         """Per demo: FOLLOWS, BREAKS or UNKNOWN (not looked at yet in this process)."""
+        self._finals: dict[str, np.ndarray] = {}
+        """Demo name -> its final next_obs frame, decoded in this process (`_final_frames`)."""
 
     def gather(self, group: str, plan: BatchPlan) -> np.ndarray:
         return (self.next if group == "next_obs" else self.obs).gather_windows(plan)
@@ -83,7 +85,7 @@ class FilePair:
         decoded, up to FINAL_FRAMES_BYTES per key and process."""
         if not (isinstance(self.next, FileArray) and self.next.compressed):
             return self.next.gather_frames(last, demos, last, plan)  # a cheap read
-        kept = self.__dict__.setdefault("_finals", {})
+        kept = self._finals
         names = self.next.demos
         wanted = [names[d] for d in demos.tolist()]
         first: dict[str, int] = {}  # each demo not kept yet, at its first window
@@ -106,7 +108,7 @@ class FilePair:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_finals", None)  # each process keeps its own
+        state["_finals"] = {}  # each process keeps its own
         return state
 
     def _lengths(self) -> np.ndarray:

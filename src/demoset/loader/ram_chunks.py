@@ -28,8 +28,7 @@ which decodes every frame then).
 Which keys: image keys whose first demo's filters `ChunkDecoder` decodes (zstd, Blosc,
 deflate, shuffle, fletcher32: what `demoset compress` writes with its `zstd` and `lz4hc`
 settings) in chunks of whole frames (`decodable_keys`). Any other storage (Blosc2, plain
-LZ4, bitshuffle, uncompressed, chunks that
-split frames) keeps the raw "all" cache (`RamArray`, `shifted.ShiftedPair`). A later demo
+LZ4, bitshuffle, uncompressed, chunks that split frames) keeps the raw "all" cache (`RamArray`, `shifted.ShiftedPair`). A later demo
 of a chosen key that cannot be decoded this way (other filters, chunks never written) is
 read through h5py and held raw, in chunks of `RAW_CHUNK_FRAMES` frames.
 
@@ -46,10 +45,10 @@ import h5py
 import numpy as np
 
 from demoset.errors import LayoutError
-from demoset.format import filter_ids, read_failure
+from demoset.format import read_failure
 from demoset.loader.alloc import shared_array
 from demoset.loader.arrays import WindowReads
-from demoset.loader.chunk_codec import FLETCHER32, ChunkDecoder, DamagedChunk, checked
+from demoset.loader.chunk_codec import ChunkDecoder, DamagedChunk, checked
 from demoset.loader.chunks import SCRATCH_BYTES, ChunkPlaces, decode_all, reused_block
 from demoset.loader.reader import DemoReader
 
@@ -201,9 +200,8 @@ class RamChunks(DecodedWindows):
             return None  # other filters, or chunks never written (the fill value): h5py's job
         per = places.per
         tail = (0,) * (dset.ndim - 1)
-        filters = tuple(filter_ids(dset))
-        stripped = bool(filters) and filters[-1] == FLETCHER32
-        held = filters[:-1] if stripped else filters
+        bit = decoder.checksum_bit  # a checksum appended last: checked now, then held without
+        held = tuple(decoder.filters[:bit] if bit is not None else decoder.filters)
         chunk_sizes = places.sizes[: -(-length // per)].tolist()  # the demo's steps only
         self._ensure(sum(chunk_sizes))
         where = f"/data/{demo}/{self.key}"
@@ -214,9 +212,9 @@ class RamChunks(DecodedWindows):
                 skipped, _ = dset.id.read_direct_chunk(
                     (c * per, *tail), out=self._data[at : at + size]
                 )
-                if stripped and not skipped >> (len(filters) - 1) & 1:
+                if bit is not None and not skipped >> bit & 1:
                     size = len(checked(self._data[at : at + size]))
-                    skipped &= ~(1 << (len(filters) - 1))
+                    skipped &= ~(1 << bit)
             except (DamagedChunk, OSError, ValueError, KeyError, RuntimeError) as exc:
                 stop = min((c + 1) * per, length)
                 raise read_failure(dset, reader.path, where, c * per, stop, exc) from None
