@@ -72,6 +72,7 @@ LOW_DIM = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, 
 CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")
 LIFT_ENV = {"env_name": "Lift", "type": 1, "env_kwargs": {"robots": ["Panda"]}}
 SEQ_LENGTH = 10
+DEMO_STEPS = 150
 
 
 # ---------------------------------------------------------------------------- files
@@ -271,6 +272,11 @@ def measure_interleaved(spec: dict) -> dict:
                 pass
     steps: dict[str, Callable[[], int]] = {}
     for entry in spec["loaders"]:
+        if entry["which"] == "needed":
+            steps[entry["label"]] = needed_ceiling(
+                entry["path"], spec["batch_size"], entry["demo_steps"]
+            )
+            continue
         if entry["which"] == "ceiling":
             steps[entry["label"]] = copy_ceiling(
                 entry["path"], spec["batch_size"], entry["threads"], entry["source"]
@@ -332,6 +338,46 @@ def measure_single_process(spec: dict) -> dict:
             break
     info = psutil.Process().memory_full_info()
     return {"rss": info.rss, "uss": info.uss}
+
+
+def needed_ceiling(path: str, batch_size: int, demo_steps: int) -> Callable[[], int]:
+    """A step that moves only the bytes a default-collate batch of cache "all" must hold,
+    on torch's threads (as `copy_ceiling` with 2 threads), and nothing else: the bound on
+    any loader whose batches are separate tensors (one per key) in fresh memory.
+
+    A window's obs and next_obs overlap in all but one step, so a batch with no padded
+    window needs T + 1 frames a window and camera (obs and next_obs are views of one
+    block). A window that runs past its demo's end differs between obs and next_obs in the
+    padding (obs repeats the last step, next_obs the final next observation): no strides
+    make them views of one block, and a tensor has one set of strides for the whole batch,
+    so such a batch needs 2T frames for every window. Windows start uniformly over a
+    demo's `demo_steps` steps (padding on), so the padded batches come as often as in the
+    loaders' runs.
+    """
+    import torch
+
+    frame = 84 * 84 * 3
+    frames = os.path.getsize(path) // frame // 2  # each camera's frames held once
+    rng = np.random.default_rng(1)
+    sources = [
+        torch.from_numpy(rng.integers(0, 256, (frames, frame), dtype=np.uint8)) for _ in CAMERAS
+    ]
+    targets = [
+        torch.empty((batch_size * 2 * SEQ_LENGTH, frame), dtype=torch.uint8) for _ in CAMERAS
+    ]
+    block = np.arange(SEQ_LENGTH + 1)
+    apart = np.concatenate([np.arange(SEQ_LENGTH), np.arange(SEQ_LENGTH) + 1])
+    high = frames - SEQ_LENGTH - 1
+
+    def step() -> int:
+        padded = bool((rng.integers(0, demo_steps, batch_size) > demo_steps - SEQ_LENGTH).any())
+        first = rng.integers(0, high, batch_size)
+        rows = torch.from_numpy((first[:, None] + (apart if padded else block)).ravel())
+        for src, out in zip(sources, targets):
+            torch.index_select(src, 0, rows, out=out[: len(rows)])
+        return batch_size
+
+    return step
 
 
 def copy_ceiling(path: str, batch_size: int, threads: int, source: str) -> Callable[[], int]:
@@ -475,7 +521,7 @@ def plot_ratios(speed: dict, png: str) -> None:
         base = "robomimic file" if "robomimic file" in rates else "robomimic"
         series = [("demoset", "#1f77b4"), ("demoset default", "#9ecae1")]
         if name == "images, cache all":
-            series.append(("copy 2t", "#999999"))
+            series += [("copy 2t", "#999999"), ("needed 2t", "#555555")]
         labels = []
         for x, (label, color) in enumerate(s for s in series if s[0] in rates):
             values = paired(rates, label, base)
@@ -483,9 +529,11 @@ def plot_ratios(speed: dict, png: str) -> None:
             ax.scatter(x + jitter, values, s=12, color=color, zorder=3)
             ax.hlines(np.median(values), x - 0.3, x + 0.3, color=color, linewidth=2.5, zorder=4)
             labels.append(
-                {"demoset default": "default\ncollate", "copy 2t": "copy\nceiling"}.get(
-                    label, label
-                )
+                {
+                    "demoset default": "default\ncollate",
+                    "copy 2t": "copy\nceiling",
+                    "needed 2t": "needed\nbytes",
+                }.get(label, label)
             )
         ax.axhline(TARGETS[name], color="#d62728", linestyle="--", linewidth=1.2)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
@@ -505,6 +553,47 @@ def plot_ratios(speed: dict, png: str) -> None:
     partial = png + ".partial"
     fig.savefig(partial, format="png")
     os.replace(partial, png)  # a run stopped half-way leaves the last picture whole
+
+
+def print_ceilings(speed: dict) -> None:
+    """What the image cases reached against the copy ceilings of the same rounds."""
+    ram, page = speed.get("images, cache all"), speed.get("images, cache low_dim")
+
+    def part(rates: dict, label: str, base: str) -> str:
+        return "{:.0%} [{:.0%}-{:.0%}]".format(*spread(paired(rates, label, base)))
+
+    batch_bytes = 16 * SEQ_LENGTH * len(CAMERAS) * 2 * 84 * 84 * 3
+    print(
+        f"\ncopy ceiling, in the same rounds as the loaders: one image batch (16 x {SEQ_LENGTH} "
+        f"steps, {len(CAMERAS)} cameras, obs + next_obs) is {fmt_mb(batch_bytes).strip()}."
+    )
+    if ram is not None:
+        print(
+            f"- from RAM, moving those bytes once reached {np.median(ram['copy 1t']):,.0f} "
+            f"samples/s with 1 thread and {np.median(ram['copy 2t']):,.0f} with 2 "
+            "({:.1f}x [{:.1f}-{:.1f}] robomimic from the file); ".format(
+                *spread(paired(ram, "copy 2t", "robomimic file"))
+            )
+            + f"demoset's images all reached {part(ram, 'demoset', 'copy 2t')} of the 2-thread one"
+        )
+        print(
+            "- bound on images all: moving only the bytes a default-collate batch must hold "
+            f"({SEQ_LENGTH + 1} frames a window and camera, {2 * SEQ_LENGTH} in a batch with a "
+            f"padded window), with 2 threads and nothing else, reached "
+            f"{np.median(ram['needed 2t']):,.0f} samples/s: "
+            "{:.1f}x [{:.1f}-{:.1f}] robomimic from the file (target 20x); ".format(
+                *spread(paired(ram, "needed 2t", "robomimic file"))
+            )
+            + f"demoset reached {part(ram, 'demoset', 'needed 2t')} of it, with torch's "
+            f"default collate {part(ram, 'demoset default', 'needed 2t')}"
+        )
+    if page is not None:
+        print(
+            f"- from the page cache, moving those bytes once reached "
+            f"{np.median(page['copy 1t']):,.0f} samples/s with 1 thread and "
+            f"{np.median(page['copy 2t']):,.0f} with 2; demoset's images low_dim reached "
+            f"{part(page, 'demoset', 'copy 2t')} of the 2-thread one"
+        )
 
 
 def main() -> int:
@@ -567,9 +656,9 @@ def main() -> int:
     img_path = os.path.join(workdir, "image.hdf5")
     t0 = time.perf_counter()
     if not os.path.exists(low_path):
-        build_file(low_path, 200, 150, ())
+        build_file(low_path, 200, DEMO_STEPS, ())
     if not os.path.exists(img_path):
-        build_file(img_path, args.image_demos, 150, CAMERAS)
+        build_file(img_path, args.image_demos, DEMO_STEPS, CAMERAS)
     warm_path = os.path.join(workdir, "warmup.hdf5")
     if not os.path.exists(warm_path):
         build_file(warm_path, 2, 20, CAMERAS)
@@ -643,6 +732,10 @@ def main() -> int:
                         threads=threads,
                     )
                 )
+        if path == img_path and mode == "all":  # the bytes a batch must hold, moved alone
+            entries.append(
+                dict(label="needed 2t", which="needed", path=path, demo_steps=DEMO_STEPS)
+            )
         spec = dict(
             loaders=entries, obs_keys=keys, batch_size=bs, rounds=rounds, slice_s=args.slice
         )
@@ -661,7 +754,7 @@ def main() -> int:
         part = max(rounds // args.alone_runs, 2)
         for _ in range(args.alone_runs):
             for entry in entries:
-                if entry["which"] == "ceiling":
+                if entry["which"] in ("ceiling", "needed"):
                     continue
                 spec = dict(
                     loaders=[entry], obs_keys=keys, batch_size=bs, rounds=part, slice_s=args.slice
@@ -685,6 +778,7 @@ def main() -> int:
     ways = {name: collate_ways(speed[name], solo[name]) for name in speed}
     for name, way in ways.items():
         print(f"{name:24s} " + "; ".join(f"{k} {v}" for k, v in way["text"].items()))
+    print_ceilings(speed)
     if len(cases) < 4:  # a partial run (--only): what ran, no verdicts
         return 0
 
@@ -799,24 +893,6 @@ def main() -> int:
         )
     for ok, text in lines:
         print(f"[{verdict(ok)}] {text}")
-    batch_bytes = 16 * SEQ_LENGTH * len(CAMERAS) * 2 * 84 * 84 * 3
-    ram, page = speed["images, cache all"], speed["images, cache low_dim"]
-
-    def part(rates: dict, label: str, base: str) -> str:
-        return "{:.0%} [{:.0%}-{:.0%}]".format(*spread(paired(rates, label, base)))
-
-    print(
-        f"\ncopy ceiling, in the same rounds as the loaders: one image batch (16 x {SEQ_LENGTH} steps, "
-        f"{len(CAMERAS)} cameras, obs + next_obs) is {fmt_mb(batch_bytes).strip()}. Moving those bytes once, "
-        f"with nothing else done, reached from RAM {np.median(ram['copy 1t']):,.0f} samples/s with 1 thread and "
-        f"{np.median(ram['copy 2t']):,.0f} with 2 "
-        "({:.1f}x [{:.1f}-{:.1f}] robomimic from the file); ".format(
-            *spread(paired(ram, "copy 2t", "robomimic file"))
-        )
-        + f"from the page cache {np.median(page['copy 1t']):,.0f} and {np.median(page['copy 2t']):,.0f}. "
-        f"demoset: images all {part(ram, 'demoset', 'copy 2t')} of the 2-thread RAM ceiling, "
-        f"images low_dim {part(page, 'demoset', 'copy 2t')} of the 2-thread page-cache ceiling."
-    )
     if args.train:  # the rows of robomimic's own train.py, in a process of their own
         print("\nrobomimic's train.py with its own loader and with demoset's:", flush=True)
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "robomimic_train.py")
