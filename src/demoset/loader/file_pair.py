@@ -36,9 +36,6 @@ class FilePair:
     """obs/<key> and next_obs/<key> (`FileArray`s, or arrays decoded from chunks held in
     RAM: see `chunk_pair.KnownRulePair`), read once where the rule holds."""
 
-    copies_from_ram = False
-    """A batch's read is a page-cache read or a decode: beside the other keys (`threads`)."""
-
     def __init__(self, obs: WindowReads, nxt: WindowReads):
         self.obs = obs
         self.next = nxt

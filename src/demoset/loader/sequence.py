@@ -570,22 +570,19 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
                 raw[obs_key] = pair.gather("obs", plan)
                 raw[next_key] = pair.gather("next_obs", plan)
 
-        # image keys read from the file or decoded run side by side on the batch's
-        # threads: page-cache reads and decodes release the GIL (the reader's sessions
-        # are thread-safe; this thread's session keeps the file open meanwhile). Keys
-        # copied out of RAM run here, one after another, each copy split over torch's
-        # threads (`threads.parallel_take`)
-        copied = [entry for entry in layout.pairs if entry[0].copies_from_ram]
-        beside = [entry for entry in layout.pairs if not entry[0].copies_from_ram]
-        threads = batch_threads() if len(copied) + len(beside) > 1 else 1
-        elsewhere = (beside if copied else beside[1:]) if threads > 1 else []
+        # image keys side by side on the batch's threads: each is a memory-bound copy, a
+        # read of the page cache or a decode, all of which release the GIL (the reader's
+        # sessions are thread-safe; this thread's session keeps the file open meanwhile)
+        pairs = layout.pairs
+        threads = batch_threads() if len(pairs) > 1 else 1
+        elsewhere = pairs[1:] if threads > 1 else []
         running = [thread_pool(threads).submit(gather_pair, entry) for entry in elsewhere]
         try:
             for pack, members in layout.packs:
                 raw.update(pack.gather_columns(plan, members))
             for key in layout.singles:
                 raw[key] = layout.arrays[key].gather_windows(plan)
-            for entry in copied + beside[: len(beside) - len(elsewhere)]:
+            for entry in pairs[: len(pairs) - len(elsewhere)]:
                 gather_pair(entry)
         finally:  # never leave a thread reading after this batch's session ends
             failures = [future.exception() for future in running]

@@ -34,8 +34,6 @@ class ShiftedPair:
     """obs/<key> and next_obs/<key> of the selected demos, held once when the rule holds."""
 
     cached = True
-    copies_from_ram = True
-    """A batch's read is a copy out of RAM, split over torch's threads (see `threads`)."""
 
     def __init__(self, key: str, frame_shape: tuple[int, ...], dtype, stored_dtype=None):
         self.key = key
