@@ -19,6 +19,7 @@ batch's data change. The pool keeps at most `max_free_bytes` of idle blocks and
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 
@@ -29,18 +30,29 @@ BLOCK_ALIGN = 1 << 16
 slightly different sizes reuse one another's blocks."""
 
 
+class _Block:
+    """A block of memory and its address (looked up once: numpy's is slow to ask)."""
+
+    __slots__ = ("memory", "address", "size")
+
+    def __init__(self, size: int):
+        self.memory = np.empty(size, dtype=np.uint8)
+        self.address = self.memory.ctypes.data
+        self.size = size
+
+
 class _Lease:
     """The base object of arrays built in a pooled block: returns the block when freed."""
 
     __slots__ = ("__array_interface__", "_block", "_pool")
 
-    def __init__(self, block: np.ndarray, pool: BlockPool, shape: tuple[int, ...], dtype):
+    def __init__(self, block: _Block, pool: BlockPool, shape: tuple[int, ...], typestr: str):
         self._block = block
         self._pool = pool
         self.__array_interface__ = {
-            "data": (block.ctypes.data, False),
-            "shape": tuple(shape),
-            "typestr": np.dtype(dtype).str,
+            "data": (block.address, False),
+            "shape": shape,
+            "typestr": typestr,
             "version": 3,
         }
 
@@ -54,7 +66,7 @@ class BlockPool:
     def __init__(self, max_free_bytes: int = 512 << 20, per_size: int = 8):
         self.max_free_bytes = int(max_free_bytes)
         self.per_size = int(per_size)
-        self._free: dict[int, list[np.ndarray]] = defaultdict(list)
+        self._free: dict[int, list[_Block]] = defaultdict(list)
         self._free_bytes = 0
         self._lock = threading.Lock()
 
@@ -66,7 +78,8 @@ class BlockPool:
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of `shape` and `dtype` in a pooled block."""
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        shape = tuple(int(n) for n in shape)
+        nbytes = math.prod(shape) * dtype.itemsize
         size = -(-max(nbytes, 1) // BLOCK_ALIGN) * BLOCK_ALIGN
         with self._lock:
             idle = self._free.get(size)
@@ -74,11 +87,11 @@ class BlockPool:
             if block is not None:
                 self._free_bytes -= size
         if block is None:
-            block = np.empty(size, dtype=np.uint8)
-        return np.asarray(_Lease(block, self, shape, dtype))
+            block = _Block(size)
+        return np.asarray(_Lease(block, self, shape, dtype.str))
 
-    def _give_back(self, block: np.ndarray) -> None:
-        size = block.nbytes
+    def _give_back(self, block: _Block) -> None:
+        size = block.size
         with self._lock:
             idle = self._free[size]
             if len(idle) < self.per_size and self._free_bytes + size <= self.max_free_bytes:
