@@ -47,7 +47,10 @@ into the page cache:
 
 The copy ceiling (moving one image batch's bytes once, nothing else) takes turns with the
 image cases, with 1 and 2 threads, from RAM beside cache "all" and from the page cache
-beside "low_dim": what any loader handing out batches in fresh memory could reach.
+beside "low_dim": what any loader handing out batches in fresh memory could reach. Beside
+cache "all" a second loop ("needed 2t") moves only the bytes a default-collate batch must
+hold (obs and next_obs views of one block where no window is padded): the bound on the
+images "all" target.
 
 Run: `.venv/bin/python benchmarks/loader.py` (about 4-6 minutes; `--quick` for less,
 `--only images` for the cases whose name has that text; `--train` adds the rows of
