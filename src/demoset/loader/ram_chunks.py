@@ -28,9 +28,10 @@ which decodes every frame then).
 Which keys: image keys whose first demo's filters `ChunkDecoder` decodes (zstd, Blosc,
 deflate, shuffle, fletcher32: what `demoset compress` writes with its `zstd` and `lz4hc`
 settings) in chunks of whole frames (`decodable_keys`). Any other storage (Blosc2, plain
-LZ4, bitshuffle, uncompressed, chunks that split frames) keeps the raw "all" cache (`RamArray`, `shifted.ShiftedPair`). A later demo
-of a chosen key that cannot be decoded this way (other filters, chunks never written) is
-read through h5py and held raw, in chunks of `RAW_CHUNK_FRAMES` frames.
+LZ4, bitshuffle, uncompressed, chunks that split frames) keeps the raw "all" cache
+(`RamArray`, `shifted.ShiftedPair`). A later demo of a chosen key that cannot be decoded
+this way (other filters, chunks never written) is read through h5py and held raw, in
+chunks of `RAW_CHUNK_FRAMES` frames.
 
 An image key whose obs and next_obs are both held this way is one `chunk_pair.ChunkPair`:
 next_obs held once where it is obs one step on, obs decoded once per batch.

@@ -91,8 +91,9 @@ class SequenceDataset(RobomimicAttributes, torch.utils.data.Dataset):
       frames per chunk: what `demoset compress` writes with `zstd` and `lz4hc`) are held
       in shared RAM as their stored chunks, about the file's bytes instead of the
       frames', and decoded per batch (each chunk once): datasets several times larger
-      than RAM can be cached, at the cost of decoding. Other image storage (Blosc2, LZ4, uncompressed) is cached raw as
-      without it. Checksums are checked while loading. See `ram_chunks.py`.
+      than RAM can be cached, at the cost of decoding. Other image storage (Blosc2, LZ4,
+      uncompressed) is cached raw as without it. Checksums are checked while loading.
+      See `ram_chunks.py`.
 
     robomimic's keyword names (hdf5_path, hdf5_cache_mode, ...) and attributes (hdf5_path,
     n_frame_stack, hdf5_file, get_dataset_sampler, ...) work too: see `robomimic_compat.py`.
